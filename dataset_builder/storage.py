@@ -1,0 +1,178 @@
+"""Storage: every path is an fsspec URI (plain path, file://, s3://).
+
+S3 goes through s3fs. The endpoint comes from `StorageConfig.endpoint_url` or the environment
+(`AWS_ENDPOINT_URL`); credentials only from the environment (AWS_ACCESS_KEY_ID /
+AWS_SECRET_ACCESS_KEY or any s3fs/botocore source), so they never land in a config file or output.
+
+Datasets are directories of parquet parts. A part becomes visible only when `_manifest.json`
+lists it: parts are written under a temporary name and moved into place, then the manifest is
+written the same way. Readers read the manifest, never a directory listing.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import uuid
+from dataclasses import dataclass
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dataset_builder.config import field
+
+MANIFEST = "_manifest.json"
+
+
+@dataclass
+class StorageConfig:
+    endpoint_url: str | None = field(
+        None, help="S3 endpoint (MinIO, moto, other S3-compatible stores); default: "
+        "$AWS_ENDPOINT_URL, else AWS. Credentials always come from the environment.")
+    region: str | None = field(None, help="S3 region; default: $AWS_DEFAULT_REGION.")
+
+
+class StorageError(RuntimeError):
+    """An input is missing or a store is unreachable; the message says which and why."""
+
+
+def storage_options(uri: str, cfg: StorageConfig | None = None) -> dict:
+    if not uri.startswith(("s3://", "s3a://")):
+        return {}
+    cfg = cfg or StorageConfig()
+    client_kwargs = {}
+    endpoint = cfg.endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+    if endpoint:
+        client_kwargs["endpoint_url"] = endpoint
+    region = cfg.region or os.environ.get("AWS_DEFAULT_REGION")
+    if region:
+        client_kwargs["region_name"] = region
+    # Fail fast on a dead endpoint instead of botocore's minutes of retries.
+    config_kwargs = {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 2}}
+    return {"client_kwargs": client_kwargs, "config_kwargs": config_kwargs,
+            "skip_instance_cache": True}
+
+
+def get_fs(uri: str, cfg: StorageConfig | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    fs, path = fsspec.core.url_to_fs(uri, **storage_options(uri, cfg))
+    return fs, path
+
+
+def join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *[p.strip("/") for p in parts]])
+
+
+def check_reachable(uri: str, cfg: StorageConfig | None = None, must_exist: bool = False) -> None:
+    """Raise StorageError with one clear line if `uri`'s store cannot be reached (or is missing)."""
+    try:
+        fs, path = get_fs(uri, cfg)
+        exists = fs.exists(path)
+        if not exists and uri.startswith("s3"):
+            fs.ls(path.split("/")[0])  # the bucket must at least exist and answer
+    except StorageError:
+        raise
+    except Exception as e:  # botocore/aiohttp raise a zoo of types; the message is what matters
+        raise StorageError(f"cannot reach storage for {uri}: {type(e).__name__}: {e}") from None
+    if must_exist and not exists:
+        raise StorageError(f"input not found: {uri}")
+
+
+def read_bytes(uri: str, cfg: StorageConfig | None = None) -> bytes:
+    fs, path = get_fs(uri, cfg)
+    with fs.open(path, "rb") as f:
+        return f.read()
+
+
+def exists(uri: str, cfg: StorageConfig | None = None) -> bool:
+    fs, path = get_fs(uri, cfg)
+    return fs.exists(path)
+
+
+def write_bytes_atomic(uri: str, data: bytes, cfg: StorageConfig | None = None) -> None:
+    """Write to a temporary sibling, then move into place: readers never see half a file."""
+    fs, path = get_fs(uri, cfg)
+    parent = path.rsplit("/", 1)[0]
+    tmp = f"{parent}/_tmp-{uuid.uuid4().hex}-{path.rsplit('/', 1)[-1]}"
+    fs.makedirs(parent, exist_ok=True)
+    with fs.open(tmp, "wb") as f:
+        f.write(data)
+    fs.mv(tmp, path)
+
+
+def write_json(uri: str, obj, cfg: StorageConfig | None = None) -> None:
+    write_bytes_atomic(uri, json.dumps(obj, ensure_ascii=False, indent=2, default=str).encode(), cfg)
+
+
+def read_json(uri: str, cfg: StorageConfig | None = None):
+    return json.loads(read_bytes(uri, cfg))
+
+
+def write_jsonl(uri: str, rows: list[dict], cfg: StorageConfig | None = None) -> None:
+    data = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows)
+    write_bytes_atomic(uri, data.encode("utf-8"), cfg)
+
+
+def read_jsonl(uri: str, cfg: StorageConfig | None = None) -> list[dict]:
+    """Strict reader for files this project wrote; see instructions.py for untrusted input."""
+    return [json.loads(line) for line in read_bytes(uri, cfg).decode("utf-8").splitlines()
+            if line.strip()]
+
+
+def table_to_parquet_bytes(table: pa.Table) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(table, buf, compression="zstd")
+    return buf.getvalue()
+
+
+def read_parquet(uri: str, cfg: StorageConfig | None = None) -> pa.Table:
+    return pq.read_table(io.BytesIO(read_bytes(uri, cfg)))
+
+
+class DatasetWriter:
+    """Append parquet parts to a dataset directory; each `commit` makes new parts visible.
+
+    Part names are deterministic (`part-00000.parquet`, ...), continuing after the parts already
+    in the manifest, so a rerun appends instead of overwriting. A part that was written but not
+    committed (crash in between) is invisible and is overwritten by the next writer.
+    """
+
+    def __init__(self, uri: str, cfg: StorageConfig | None = None, extra: dict | None = None):
+        self.uri, self.cfg = uri.rstrip("/"), cfg
+        self.manifest = load_manifest(self.uri, cfg) or {"files": [], "rows": 0}
+        self.manifest.update(extra or {})
+        self._pending: list[dict] = []
+
+    def write(self, rows: list[dict] | pa.Table, schema: pa.Schema | None = None) -> str | None:
+        table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=schema)
+        if table.num_rows == 0:
+            return None
+        name = f"part-{len(self.manifest['files']) + len(self._pending):05d}.parquet"
+        data = table_to_parquet_bytes(table)
+        write_bytes_atomic(join(self.uri, name), data, self.cfg)
+        self._pending.append({"path": name, "rows": table.num_rows,
+                              "sha256": hashlib.sha256(data).hexdigest()})
+        return name
+
+    def commit(self, **extra) -> dict:
+        self.manifest["files"] += self._pending
+        self.manifest["rows"] = sum(f["rows"] for f in self.manifest["files"])
+        self.manifest.update(extra)
+        self._pending = []
+        write_json(join(self.uri, MANIFEST), self.manifest, self.cfg)
+        return self.manifest
+
+
+def load_manifest(uri: str, cfg: StorageConfig | None = None) -> dict | None:
+    m = join(uri, MANIFEST)
+    return read_json(m, cfg) if exists(m, cfg) else None
+
+
+def read_dataset(uri: str, cfg: StorageConfig | None = None) -> pa.Table | None:
+    """All committed parts of a dataset directory as one table (None if nothing is committed)."""
+    manifest = load_manifest(uri, cfg)
+    if not manifest or not manifest["files"]:
+        return None
+    tables = [read_parquet(join(uri, f["path"]), cfg) for f in manifest["files"]]
+    return pa.concat_tables(tables, promote_options="permissive")

@@ -1,0 +1,60 @@
+"""Text utilities shared by every stage: word counting, prompt normalization, stable ids.
+
+`count_words(text, mode="legacy")` is the one word counter of the project. The legacy mode is
+LongBench-Write's published counter, so length scores compare with the paper.
+"""
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+
+import regex  # third-party `regex`: \p{...} classes that the stdlib `re` lacks
+
+_LEGACY_CJK = re.compile(r"[\u4e00-\u9fff]")
+_LEGACY_WORD = re.compile(r"\b[a-zA-Z]+\b")
+
+# Unicode mode: every CJK ideograph block, kana and hangul syllables count one per character;
+# elsewhere a word is a run of letters/digits/marks, joined by an inner apostrophe or hyphen
+# ("don't", "state-of-the-art" are one word each).
+_UNICODE_CJK = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]")
+_UNICODE_WORD = regex.compile(
+    r"[\p{L}\p{M}\p{N}]+(?:['\u2019\-\u2010\u2011][\p{L}\p{M}\p{N}]+)*"
+)
+
+WORD_COUNT_MODES = ("legacy", "unicode")
+
+
+def count_words(text: str | None, mode: str = "legacy") -> int:
+    """Words in `text`: CJK characters count one each, plus words in other scripts.
+
+    legacy:  as published with LongBench-Write: CJK U+4E00..U+9FFF + `\\b[a-zA-Z]+\\b`.
+    unicode: letters of every script, digits, contractions and hyphenated words as one word,
+             all CJK blocks, kana and hangul one per character.
+    """
+    if not text:
+        return 0
+    if mode == "legacy":
+        return len(_LEGACY_CJK.findall(text)) + len(_LEGACY_WORD.findall(text))
+    if mode == "unicode":
+        cjk = len(_UNICODE_CJK.findall(text))
+        rest = _UNICODE_CJK.sub(" ", text)
+        return cjk + len(_UNICODE_WORD.findall(rest))
+    raise ValueError(f"unknown word-count mode {mode!r}; expected one of {WORD_COUNT_MODES}")
+
+
+def normalize_prompt(text: str) -> str:
+    """Canonical form for exact-duplicate detection and ids: NFKC, casefold, single spaces."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def stable_id(text: str) -> str:
+    """Stable instruction id: sha1 of the normalized prompt (16 hex chars)."""
+    return hashlib.sha1(normalize_prompt(text).encode("utf-8")).hexdigest()[:16]
+
+
+def detect_lang(text: str) -> str:
+    """'zh' when CJK ideographs make up over 20% of the letters, else 'en' (the paper's two)."""
+    cjk = len(_LEGACY_CJK.findall(text))
+    letters = sum(ch.isalpha() for ch in text)
+    return "zh" if letters and cjk / letters > 0.2 else "en"
