@@ -33,8 +33,11 @@ def demo_model() -> str:
 
 
 @pytest.fixture(scope="session")
-def ray_local():
-    """A local Ray for the whole session (4 logical CPUs so engines and tasks fit side by side)."""
+def ray_local(moto_s3):
+    """A local Ray for the whole session (4 logical CPUs so engines and tasks fit side by side).
+
+    Depends on moto_s3 so Ray workers inherit its AWS_* variables.
+    """
     import ray
     if not ray.is_initialized():
         ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,

@@ -1,0 +1,44 @@
+"""What every `ray_jobs/` entrypoint shares: argument parsing, config loading, clean failures.
+
+Each job is `main(cfg)` plus `cli(cls, main)`: `--config file.yaml --set a.b=value ...`,
+`--help-config` lists every field with its help text. Expected failures (bad config, missing
+input, unreachable store, bad model path) print one line and exit 2 instead of a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+import yaml
+
+from dataset_builder import storage
+from dataset_builder.config import ConfigError, describe, load_config, to_dict
+from dataset_builder.llm.base import EngineError
+
+EXPECTED = (ConfigError, storage.StorageError, EngineError, FileNotFoundError)
+
+
+def save_resolved_config(cfg, out_uri: str, storage_cfg=None, name: str = "_config.yaml") -> None:
+    """The resolved config is saved next to the outputs it produced."""
+    data = yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True).encode()
+    storage.write_bytes_atomic(storage.join(out_uri, name), data, storage_cfg)
+
+
+def cli(cls, main: Callable, argv: list[str] | None = None, description: str = "") -> int:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--config", help="YAML config file (ray_jobs/configs/*.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config field, e.g. --set engine.model=/models/x")
+    p.add_argument("--help-config", action="store_true", help="list every config field and exit")
+    args = p.parse_args(argv)
+    if args.help_config:
+        print("\n".join(describe(cls)))
+        return 0
+    try:
+        cfg = load_config(cls, args.config, args.set)
+        main(cfg)
+    except EXPECTED as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
