@@ -1,0 +1,247 @@
+"""AgentWrite: plan a long answer as paragraphs with word budgets, then write them in order.
+
+One instruction is one coroutine (`run_instruction`) inside an engine actor: plan under a regex
+constraint in the paper's format, validate, then write step 1..N, each conditioned on the
+instruction, the plan and the text so far. Every finished step is journaled to the object
+store before the next starts, so a restarted actor (or a rerun) resumes mid-document.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from dataset_builder import prompts, storage
+from dataset_builder.config import field
+from dataset_builder.llm.base import EngineError, Sampling
+from dataset_builder.text import count_words
+
+
+@dataclass
+class AgentWriteConfig:
+    layout: Literal["paper", "append"] = field("paper", help="Write-step prompt layout: paper "
+        "(one user turn: instruction, plan, text so far, step) or append (a growing chat; "
+        "higher prefix-cache reuse).")
+    min_paragraphs: int = field(1, help="Fewest paragraphs a plan may have.")
+    max_paragraphs: int = field(50, help="Most paragraphs a plan may have (the paper: <= 50).")
+    min_paragraph_words: int = field(100, help="Smallest word budget per paragraph.")
+    max_paragraph_words: int = field(1500, help="Largest word budget per paragraph.")
+    max_main_point_chars: int = field(300, help="Longest main point in characters (the plan "
+        "regex bounds it so every plan terminates).")
+    total_tolerance: float = field(0.3, help="Plan total must be within this fraction of "
+        "required_words (when known).")
+    rescale_plan: bool = field(False, help="If a plan's total is off, scale its budgets to "
+        "required_words (clamped to the paragraph bounds) instead of re-planning. Small models "
+        "rarely add up; the record keeps plan_attempts either way.")
+    plan_retries: int = field(3, help="Plan attempts before the instruction is rejected.")
+    step_retries: int = field(2, help="Extra attempts per write step on empty/refused output or "
+        "engine errors.")
+    tokens_per_word: float = field(1.6, help="Token budget per planned word (max_tokens of a "
+        "step = words x this x step_slack).")
+    step_slack: float = field(1.5, help="Headroom over the planned length before a step is cut.")
+    max_step_tokens: int = field(4096, help="Cap on one step's max_tokens.")
+    force_lengths: bool = field(False, help="Benchmarks: each step emits exactly words x "
+        "tokens_per_word tokens (min_tokens = max_tokens, ignore_eos).")
+    temperature: float = field(0.8, help="Sampling temperature for plan and write steps.")
+    top_p: float = field(0.95, help="Nucleus sampling for plan and write steps.")
+    seed: int = field(0, help="Base seed; each request's seed derives from (id, step, attempt).")
+
+
+REFUSAL = re.compile(r"^\s*(I'm sorry|I am sorry|I cannot|I can't|As an AI|抱歉|对不起|作为一个?AI)",
+                     re.IGNORECASE)
+
+
+def plan_regex(cfg: AgentWriteConfig) -> str:
+    """Paper format, numbered 1..N in order, min..max lines: nested optional tails."""
+    def line(i: int) -> str:
+        return (f"Paragraph {i} - Main Point: [^\\n]{{5,{cfg.max_main_point_chars}}}"
+                f" - Word Count: [1-9][0-9]{{1,4}} words\\n")
+    tail = ""
+    for i in range(cfg.max_paragraphs, cfg.min_paragraphs, -1):
+        tail = f"({line(i)}{tail})?"
+    return "".join(line(i) for i in range(1, cfg.min_paragraphs + 1)) + tail
+
+
+def plan_max_tokens(cfg: AgentWriteConfig) -> int:
+    return cfg.max_paragraphs * (cfg.max_main_point_chars + 24) + 16
+
+
+_PLAN_LINE = re.compile(r"^Paragraph (\d+) - Main Point: (.+) - Word Count: (\d+) words?\s*$")
+
+
+def parse_plan(text: str) -> list[dict]:
+    plan = []
+    for raw in text.strip().splitlines():
+        m = _PLAN_LINE.match(raw.strip())
+        if m:
+            plan.append({"main_point": m.group(2).strip(), "words": int(m.group(3))})
+    return plan
+
+
+def validate_plan(plan: list[dict], required: int | None, cfg: AgentWriteConfig
+                  ) -> tuple[list[dict] | None, str | None]:
+    """(plan, None) if usable (possibly rescaled), else (None, reason)."""
+    if not (cfg.min_paragraphs <= len(plan) <= cfg.max_paragraphs):
+        return None, f"plan_paragraphs_out_of_range: {len(plan)}"
+    lo, hi = cfg.min_paragraph_words, cfg.max_paragraph_words
+    total = sum(p["words"] for p in plan)
+    if required and abs(total - required) > cfg.total_tolerance * required:
+        if not cfg.rescale_plan:
+            return None, f"plan_total_off: {total} vs required {required}"
+        plan = [{**p, "words": min(hi, max(lo, round(p["words"] * required / max(total, 1))))}
+                for p in plan]
+        total = sum(p["words"] for p in plan)
+        if abs(total - required) > cfg.total_tolerance * required:
+            return None, f"plan_total_off_after_rescale: {total} vs required {required}"
+    elif cfg.rescale_plan:
+        plan = [{**p, "words": min(hi, max(lo, p["words"]))} for p in plan]
+    bad = [p["words"] for p in plan if not lo <= p["words"] <= hi]
+    if bad:
+        return None, f"plan_paragraph_budget_out_of_bounds: {bad[0]} not in [{lo}, {hi}]"
+    return plan, None
+
+
+def step_sampling(words: int, cfg: AgentWriteConfig, seed: int) -> Sampling:
+    if cfg.force_lengths:
+        n = max(1, min(cfg.max_step_tokens, math.ceil(words * cfg.tokens_per_word)))
+        return Sampling(cfg.temperature, cfg.top_p, max_tokens=n, min_tokens=n, ignore_eos=True,
+                        seed=seed)
+    n = min(cfg.max_step_tokens, math.ceil(words * cfg.tokens_per_word * cfg.step_slack) + 16)
+    return Sampling(cfg.temperature, cfg.top_p, max_tokens=n, seed=seed)
+
+
+def _seed(cfg: AgentWriteConfig, iid: str, step: int, attempt: int) -> int:
+    h = hashlib.sha256(f"{cfg.seed}:{iid}:{step}:{attempt}".encode()).hexdigest()
+    return int(h[:8], 16)
+
+
+def prompt_hash(messages: list[dict]) -> str:
+    return hashlib.sha256(json.dumps(messages, ensure_ascii=False).encode()).hexdigest()[:16]
+
+
+class Journal:
+    """Finished steps of one instruction at `<journal_uri>/<id>/step-NNN.json` (000 = plan)."""
+
+    def __init__(self, journal_uri: str, iid: str, storage_cfg=None):
+        self.dir, self.cfg = storage.join(journal_uri, iid), storage_cfg
+
+    def load(self) -> dict[int, dict]:
+        fs, path = storage.get_fs(self.dir, self.cfg)
+        if not fs.exists(path):
+            return {}
+        steps = {}
+        for p in fs.ls(path, detail=False):
+            name = p.rsplit("/", 1)[-1]
+            if name.startswith("step-") and name.endswith(".json"):
+                with fs.open(p, "rb") as f:
+                    steps[int(name[5:8])] = json.loads(f.read())
+        return steps
+
+    def save(self, step: int, entry: dict) -> None:
+        storage.write_json(storage.join(self.dir, f"step-{step:03d}.json"), entry, self.cfg)
+
+
+class Rejected(Exception):
+    """The instruction cannot be completed; `reason` goes to _rejects/."""
+
+    def __init__(self, stage: str, reason: str):
+        super().__init__(reason)
+        self.stage, self.reason = stage, reason
+
+
+async def _plan(engine, inst: dict, cfg: AgentWriteConfig) -> tuple[list[dict], dict]:
+    req = inst.get("required_words")
+    hint = f"The answer must be about {req} words long in total.\n\n" if req else ""
+    msgs = [{"role": "user", "content": prompts.PLAN_PROMPT.format(
+        instruction=inst["prompt"], length_hint=hint, min_words=cfg.min_paragraph_words,
+        max_words=cfg.max_paragraph_words)}]
+    reasons = []
+    for attempt in range(cfg.plan_retries):
+        s = Sampling(cfg.temperature, cfg.top_p, max_tokens=plan_max_tokens(cfg),
+                     seed=_seed(cfg, inst["id"], 0, attempt), regex=plan_regex(cfg))
+        try:
+            c = await engine.chat(msgs, s)
+        except EngineError as e:
+            raise Rejected("plan", str(e)) from None  # context overflow etc.: retrying won't help
+        plan, reason = validate_plan(parse_plan(c.text), req, cfg)
+        if plan:
+            return plan, {"attempts": attempt + 1, "prompt_hash": prompt_hash(msgs), "text": c.text,
+                          "plan": plan, **_usage(c)}
+        reasons.append(reason if c.finish_reason != "length" else "plan_cut_at_max_tokens")
+    raise Rejected("plan", f"plan_failed_after_{cfg.plan_retries}_attempts: {reasons[-1]}")
+
+
+def _usage(c) -> dict:
+    return {"prompt_tokens": c.prompt_tokens, "output_tokens": c.output_tokens,
+            "cached_tokens": c.cached_tokens, "finish_reason": c.finish_reason}
+
+
+async def _write_step(engine, inst, plan, paragraphs, cfg) -> dict:
+    k = len(paragraphs) + 1
+    msgs = prompts.write_messages(inst["prompt"], plan, paragraphs, cfg.layout)
+    last = "empty_output"
+    for attempt in range(cfg.step_retries + 1):
+        s = step_sampling(plan[k - 1]["words"], cfg, _seed(cfg, inst["id"], k, attempt))
+        try:
+            c = await engine.chat(msgs, s)
+        except EngineError as e:
+            last = f"engine_error: {e}"
+            if "prompt_too_long" in str(e):
+                break
+            continue
+        text = c.text.strip()
+        if not text:
+            last = "empty_output"
+        elif REFUSAL.match(text) and not cfg.force_lengths:
+            last = "refusal"
+        else:
+            return {"prompt_hash": prompt_hash(msgs), "text": text, **_usage(c)}
+    raise Rejected(f"write_step_{k}", last)
+
+
+async def run_instruction(engine, inst: dict, cfg: AgentWriteConfig, journal_uri: str,
+                          storage_cfg=None) -> dict:
+    """Plan + write one instruction. Returns {"status": "ok", "record": ...} or a reject."""
+    journal = Journal(journal_uri, inst["id"], storage_cfg)
+    done = journal.load()
+    try:
+        if 0 in done:
+            plan_entry = done[0]
+        else:
+            _, plan_entry = await _plan(engine, inst, cfg)
+            journal.save(0, plan_entry)
+        plan = plan_entry["plan"]
+        steps, resumed = [plan_entry], 0
+        for k in range(1, len(plan) + 1):
+            paragraphs = [s["text"] for s in steps[1:]]
+            entry = done.get(k)
+            expect = prompt_hash(prompts.write_messages(inst["prompt"], plan, paragraphs, cfg.layout))
+            if entry and entry["prompt_hash"] == expect:
+                resumed += 1
+            else:  # not journaled, or journaled under another prompt (config changed): write it
+                done = {}  # later journal entries depend on this step's text: drop them
+                entry = await _write_step(engine, inst, plan, paragraphs, cfg)
+                journal.save(k, entry)
+            steps.append(entry)
+    except Rejected as r:
+        return {"status": "reject", "id": inst["id"], "stage": r.stage, "reason": r.reason}
+    return {"status": "ok", "record": _record(inst, plan_entry, steps, resumed, cfg)}
+
+
+def _record(inst, plan_entry, steps, resumed, cfg) -> dict:
+    paragraphs = [s["text"] for s in steps[1:]]
+    response = "\n\n".join(paragraphs)
+    return {
+        **{k: inst.get(k) for k in ("id", "prompt", "source", "lang", "required_words")},
+        "plan": plan_entry["plan"], "paragraphs": paragraphs, "response": response,
+        "response_words": count_words(response), "layout": cfg.layout,
+        "plan_attempts": plan_entry.get("attempts", 1),
+        "step_prompt_tokens": [s["prompt_tokens"] for s in steps],
+        "step_output_tokens": [s["output_tokens"] for s in steps],
+        "step_cached_tokens": [s["cached_tokens"] for s in steps],
+        "finish_reasons": [s["finish_reason"] for s in steps],
+        "resumed_steps": resumed,
+    }

@@ -1,0 +1,213 @@
+"""The AgentWrite generation job: instructions -> selection -> plan + write -> generation shards.
+
+    python ray_jobs/generate.py --config ray_jobs/configs/demo.yaml
+
+Output directory (any fsspec URI):
+  generations/  parquet parts + _manifest.json (DESIGN.md §5 generation records, one per id)
+  _rejects/     every dropped row with stage and reason (input line, selection, plan, write)
+  _journal/     finished steps per instruction (resume state)
+  _stats.json   funnel, tokens, prefix-cache hit rate, wall time, tokens/s per engine
+  _config.yaml  the resolved config
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import ray
+from tqdm import tqdm
+
+from dataset_builder import instructions as ins
+from dataset_builder import prompts, records, selection, storage
+from dataset_builder.agentwrite import AgentWriteConfig
+from dataset_builder.config import config_hash, field, to_dict
+from dataset_builder.llm.actor import start_engines
+from dataset_builder.llm.base import EngineConfig, Sampling
+from dataset_builder.pool import run_pool
+
+
+@dataclass
+class SelectionConfig:
+    min_required_words: int = field(2000, help="Keep instructions whose answer needs at least "
+        "this many words (the paper: 2,000). 0 keeps everything.")
+    llm_estimate: bool = field(True, help="Ask the engine for a length estimate when the prompt "
+        "states none (digits-only regex constraint); otherwise such rows are rejected.")
+
+
+@dataclass
+class GenerateConfig:
+    input: str = field(help="Instructions: jsonl or parquet, local path or s3:// URI.")
+    output: str = field(help="Output directory (local path or s3:// URI).")
+    limit: int | None = field(None, help="Process at most this many instructions (after "
+        "selection).")
+    num_engines: int = field(1, help="Engine actors (one model replica each; spread over nodes).")
+    in_flight: int = field(64, help="Instructions in flight per engine actor (keep >= the "
+        "engine's max_num_seqs so its batch stays full).")
+    max_attempts: int = field(3, help="Attempts per instruction when its actor dies.")
+    commit_every: int = field(16, help="Commit a parquet part every N finished instructions.")
+    retry_rejects: bool = field(False, help="Retry instructions rejected by an earlier run.")
+    progress: bool = field(True, help="Show a progress bar.")
+    curate: bool = field(False, help="Run curation on the generations afterwards "
+        "(into <output>/longwriter).")
+    engine: EngineConfig = field(default_factory=EngineConfig, help="The LLM engine.")
+    agentwrite: AgentWriteConfig = field(default_factory=AgentWriteConfig, help="AgentWrite.")
+    selection: SelectionConfig = field(default_factory=SelectionConfig, help="Selection.")
+    storage: storage.StorageConfig = field(default_factory=storage.StorageConfig, help="Storage.")
+
+
+def _estimate_lengths(actors, rows: list[dict]) -> None:
+    """LLM estimate of required_words for rows without a stated length, spread over actors."""
+    todo = [r for r in rows if not r.get("required_words")]
+    s = Sampling(temperature=0.0, max_tokens=8, regex=r"[1-9][0-9]{1,5}")
+    refs = [actors[i % len(actors)].chat.remote(
+        [{"role": "user", "content": prompts.ESTIMATE_PROMPT.format(instruction=r["prompt"])}], s)
+        for i, r in enumerate(todo)]
+    for r, c in zip(todo, ray.get(refs)):
+        r["required_words"] = selection.parse_estimate(c.text)
+        r["required_words_source"] = "llm" if r["required_words"] else None
+
+
+def _select(cfg: GenerateConfig, actors, rows: list[dict], rejects: list[dict]) -> list[dict]:
+    rows = selection.assign_required(rows)
+    if cfg.selection.llm_estimate:
+        _estimate_lengths(actors, rows)
+    kept = []
+    for r in rows:
+        ok, reason = selection.keep(r, cfg.selection.min_required_words)
+        kept.append(r) if ok else rejects.append({"id": r["id"], "line": r["line"],
+                                                  "stage": "selection", "reason": reason,
+                                                  "raw": r["prompt"][:2000]})
+    return kept
+
+
+class Stats:
+    def __init__(self):
+        self.c = {"written": 0, "failed": 0, "duplicates_ignored": 0, "step_prompt_tokens": 0,
+                  "step_cached_tokens": 0, "write_prompt_tokens": 0, "write_cached_tokens": 0,
+                  "output_tokens": 0, "resumed_steps": 0, "generated_steps": 0,
+                  "response_words": 0}
+        self.reasons: dict[str, int] = {}
+
+    def record(self, rec: dict) -> None:
+        c, r = self.c, rec["resumed_steps"]
+        c["written"] += 1
+        c["resumed_steps"] += r
+        c["generated_steps"] += len(rec["paragraphs"]) - r
+        c["step_prompt_tokens"] += sum(rec["step_prompt_tokens"])
+        c["step_cached_tokens"] += sum(rec["step_cached_tokens"])
+        c["write_prompt_tokens"] += sum(rec["step_prompt_tokens"][1:])
+        c["write_cached_tokens"] += sum(rec["step_cached_tokens"][1:])
+        c["output_tokens"] += sum(rec["step_output_tokens"])
+        c["response_words"] += rec["response_words"]
+
+    def reject(self, stage: str, reason: str) -> None:
+        key = f"{stage}: {reason.split(':')[0]}"
+        self.reasons[key] = self.reasons.get(key, 0) + 1
+
+
+def _write_rejects(cfg, out: str, rejects: list[dict]) -> None:
+    """Append rejects not already recorded (same stage, id, line): reruns add no duplicates."""
+    uri = storage.join(out, "_rejects")
+    old = storage.read_dataset(uri, cfg.storage)
+    seen = {(r["stage"], r["id"], r["line"]) for r in (old.to_pylist() if old else [])}
+    new = [r for r in rejects if (r["stage"], r.get("id"), r.get("line")) not in seen]
+    w = storage.DatasetWriter(uri, cfg.storage)
+    if w.write([{k: r.get(k) for k in records.REJECT.names} for r in new], records.REJECT):
+        w.commit()
+
+
+def run(cfg: GenerateConfig) -> dict:
+    t0 = time.time()
+    out = cfg.output.rstrip("/")
+    storage.check_reachable(out, cfg.storage)
+    rows, rejects = ins.read_instructions(cfg.input, cfg.storage)
+    for r in rejects:
+        r.update(stage="input", id=None)
+    n_in = len(rows) + len(rejects)
+    rows, dups = ins.drop_exact_duplicates(rows)
+    rejects += [{**d, "stage": "dedup", "id": None} for d in dups]
+    from dataset_builder.jobs import save_resolved_config
+    save_resolved_config(cfg, out, cfg.storage)
+
+    gen_uri = storage.join(out, "generations")
+    writer = storage.DatasetWriter(gen_uri, cfg.storage, extra={
+        "config": to_dict(cfg), "config_hash": config_hash(cfg), "code_version": _version()})
+    done = set(storage.read_dataset(gen_uri, cfg.storage).column("id").to_pylist()
+               if writer.manifest["files"] else [])
+    old_rejects = storage.read_dataset(storage.join(out, "_rejects"), cfg.storage)
+    if old_rejects is not None and not cfg.retry_rejects:
+        done |= {r["id"] for r in old_rejects.to_pylist()
+                 if r["id"] and r["stage"] not in ("input", "dedup")}
+    actors = start_engines(cfg.engine, cfg.num_engines, cfg.agentwrite, cfg.storage)
+    selected = _select(cfg, actors, rows, rejects)
+    todo = [r for r in selected if r["id"] not in done][: cfg.limit]
+    stats = Stats()
+    for r in rejects:
+        stats.reject(r["stage"], r["reason"])
+    chash, model = config_hash(cfg), cfg.engine.model
+    journal = storage.join(out, "_journal")
+    buf: list[dict] = []
+    bar = tqdm(total=len(todo), disable=not cfg.progress, unit="instr", desc="agentwrite")
+    for res in run_pool(actors, todo, journal, cfg.in_flight, cfg.max_attempts):
+        if res["status"] == "reject":
+            stats.c["failed"] += 1
+            stats.reject(res["stage"], res["reason"])
+            rejects.append({"id": res["id"], "line": None, "stage": res["stage"],
+                            "reason": res["reason"], "raw": None})
+        elif res["record"]["id"] in done:
+            stats.c["duplicates_ignored"] += 1
+            continue
+        else:
+            rec = {**res["record"], "model": model, "config_hash": chash}
+            done.add(rec["id"])
+            stats.record(rec)
+            buf.append(rec)
+            if len(buf) >= cfg.commit_every:
+                writer.write(buf, records.GENERATION)
+                writer.commit()
+                buf = []
+        bar.update(1)
+        bar.set_postfix(tok_s=f"{stats.c['output_tokens'] / max(time.time() - t0, 1e-9):.0f}")
+    bar.close()
+    if buf:
+        writer.write(buf, records.GENERATION)
+    writer.commit()
+    _write_rejects(cfg, out, rejects)
+    engines = ray.get([a.metrics.remote() for a in actors])
+    result = _stats_json(cfg, stats, n_in, len(rows), len(selected), len(todo), engines,
+                         time.time() - t0, writer.manifest["rows"])
+    storage.write_json(storage.join(out, "_stats.json"), result, cfg.storage)
+    for a in actors:
+        ray.kill(a)
+    return result
+
+
+def _stats_json(cfg, stats, n_in, n_valid, n_selected, n_todo, engines, wall, total_rows) -> dict:
+    c = stats.c
+    return {
+        "instructions_in": n_in, "valid": n_valid, "selected": n_selected,
+        "scheduled_this_run": n_todo, "written_this_run": c["written"], "failed": c["failed"],
+        "rows_in_output": total_rows, "rejects_by_reason": stats.reasons,
+        "mean_response_words": c["response_words"] / max(c["written"], 1),
+        "output_tokens": c["output_tokens"], "prompt_tokens": c["step_prompt_tokens"],
+        "prefix_hit_rate": c["step_cached_tokens"] / max(c["step_prompt_tokens"], 1),
+        "prefix_hit_rate_write_steps": c["write_cached_tokens"] / max(c["write_prompt_tokens"], 1),
+        "generated_steps": c["generated_steps"], "resumed_steps": c["resumed_steps"],
+        "duplicates_ignored": c["duplicates_ignored"],
+        "wall_seconds": round(wall, 2), "output_tokens_per_s": c["output_tokens"] / max(wall, 1e-9),
+        "engines": [{**m, "output_tokens_per_s": m["output_tokens"] / max(wall, 1e-9)}
+                    for m in engines],
+        "layout": cfg.agentwrite.layout, "model": cfg.engine.model,
+    }
+
+
+def _version() -> str:
+    import subprocess
+
+    import dataset_builder
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+    except Exception:
+        sha = ""
+    return f"{dataset_builder.__version__}+{sha}" if sha else dataset_builder.__version__
