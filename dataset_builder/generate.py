@@ -116,7 +116,8 @@ def _write_rejects(cfg, out: str, rejects: list[dict]) -> None:
         w.commit()
 
 
-def run(cfg: GenerateConfig) -> dict:
+def run(cfg: GenerateConfig, actors: list | None = None) -> dict:
+    """Run the job; `actors` reuses running EngineActors (tests) instead of starting new ones."""
     t0 = time.time()
     out = cfg.output.rstrip("/")
     storage.check_reachable(out, cfg.storage)
@@ -138,7 +139,8 @@ def run(cfg: GenerateConfig) -> dict:
     if old_rejects is not None and not cfg.retry_rejects:
         done |= {r["id"] for r in old_rejects.to_pylist()
                  if r["id"] and r["stage"] not in ("input", "dedup")}
-    actors = start_engines(cfg.engine, cfg.num_engines, cfg.agentwrite, cfg.storage)
+    own = actors is None
+    actors = actors or start_engines(cfg.engine, cfg.num_engines)
     selected = _select(cfg, actors, rows, rejects)
     todo = [r for r in selected if r["id"] not in done][: cfg.limit]
     stats = Stats()
@@ -148,7 +150,8 @@ def run(cfg: GenerateConfig) -> dict:
     journal = storage.join(out, "_journal")
     buf: list[dict] = []
     bar = tqdm(total=len(todo), disable=not cfg.progress, unit="instr", desc="agentwrite")
-    for res in run_pool(actors, todo, journal, cfg.in_flight, cfg.max_attempts):
+    for res in run_pool(actors, todo, journal, cfg.agentwrite, cfg.storage, cfg.in_flight,
+                        cfg.max_attempts):
         if res["status"] == "reject":
             stats.c["failed"] += 1
             stats.reject(res["stage"], res["reason"])
@@ -177,7 +180,7 @@ def run(cfg: GenerateConfig) -> dict:
     result = _stats_json(cfg, stats, n_in, len(rows), len(selected), len(todo), engines,
                          time.time() - t0, writer.manifest["rows"])
     storage.write_json(storage.join(out, "_stats.json"), result, cfg.storage)
-    for a in actors:
+    for a in actors if own else []:
         ray.kill(a)
     return result
 

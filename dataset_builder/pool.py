@@ -21,8 +21,8 @@ from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError,
 ACTOR_LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
 
 
-def run_pool(actors: list, rows: Iterable[dict], journal_uri: str, in_flight: int,
-             max_attempts: int = 3) -> Iterator[dict]:
+def run_pool(actors: list, rows: Iterable[dict], journal_uri: str, agentwrite_cfg,
+             storage_cfg=None, in_flight: int = 64, max_attempts: int = 3) -> Iterator[dict]:
     """Yield one result per instruction: {"status": "ok"|"reject", ...}."""
     pending = deque(rows)
     attempts: Counter = Counter()
@@ -32,7 +32,8 @@ def run_pool(actors: list, rows: Iterable[dict], journal_uri: str, in_flight: in
         while pending and min(load) < in_flight:
             i = load.index(min(load))
             row = pending.popleft()
-            refs[actors[i].run_instruction.remote(row, journal_uri)] = (i, row)
+            refs[actors[i].run_instruction.remote(row, journal_uri, agentwrite_cfg,
+                                                 storage_cfg)] = (i, row)
             load[i] += 1
         ready, _ = ray.wait(list(refs), num_returns=1)
         more, _ = ray.wait([r for r in refs if r not in ready], num_returns=len(refs) - 1,

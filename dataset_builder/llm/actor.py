@@ -16,10 +16,9 @@ from dataset_builder.llm.vllm_engine import make_engine
 
 
 class EngineActor:
-    def __init__(self, cfg: EngineConfig, agentwrite_cfg=None, storage_cfg=None):
+    def __init__(self, cfg: EngineConfig):
         self.cfg = cfg
         self.engine = make_engine(cfg)
-        self.agentwrite_cfg, self.storage_cfg = agentwrite_cfg, storage_cfg
 
     def info(self) -> dict:
         return {"node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
@@ -32,11 +31,12 @@ class EngineActor:
         import asyncio
         return await asyncio.gather(*(self.engine.chat(m, sampling) for m in batch))
 
-    async def run_instruction(self, instruction: dict, journal_uri: str):
+    async def run_instruction(self, instruction: dict, journal_uri: str, agentwrite_cfg,
+                              storage_cfg=None):
         """One whole AgentWrite instruction (plan + steps), journaled step by step."""
         from dataset_builder.agentwrite import run_instruction
-        return await run_instruction(self.engine, instruction, self.agentwrite_cfg,
-                                     journal_uri, self.storage_cfg)
+        return await run_instruction(self.engine, instruction, agentwrite_cfg, journal_uri,
+                                     storage_cfg)
 
     def count_tokens(self, text: str) -> int:
         return self.engine.count_tokens(text)
@@ -48,12 +48,11 @@ class EngineActor:
         await self.engine.reset_prefix_cache()
 
 
-def start_engines(cfg: EngineConfig, n: int = 1, agentwrite_cfg=None, storage_cfg=None,
-                  max_restarts: int = 3, **options) -> list:
+def start_engines(cfg: EngineConfig, n: int = 1, max_restarts: int = 3, **options) -> list:
     """Start `n` EngineActors and wait until each engine is up (fails fast on a bad model)."""
     remote = ray.remote(EngineActor).options(
         num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, max_restarts=max_restarts,
         max_concurrency=1000, **options)
-    actors = [remote.remote(cfg, agentwrite_cfg, storage_cfg) for _ in range(n)]
+    actors = [remote.remote(cfg) for _ in range(n)]
     ray.get([a.info.remote() for a in actors])
     return actors

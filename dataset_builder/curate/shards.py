@@ -1,0 +1,105 @@
+"""LongWriter-6k output: `messages` records, fixed-size parquet shards, `_rejects/`, `_stats.json`.
+
+Layout of a curated dataset directory (DESIGN.md §5):
+    part-00000.parquet ...   LongWriter-6k records, `rows_per_shard` rows each, sorted by id
+    _manifest.json           files, rows, sha256, config, code version, input fingerprint
+    _rejects/                a dataset of (id, stage, reason, detail): every dropped row
+    _stats.json              the funnel and the report's numbers
+Shards become visible only when `_manifest.json` lists them (DatasetWriter), and the main
+manifest is committed last, so a crash anywhere leaves the previous state or nothing.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import pyarrow as pa
+
+from dataset_builder import storage
+from dataset_builder.records import PLAN_ITEM
+
+MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
+
+# One LongWriter-6k record: the SFT conversation plus the generation metadata.
+LONGWRITER = pa.schema([
+    ("id", pa.string()),
+    ("messages", pa.list_(MESSAGE)),          # [{user, prompt}, {assistant, response}]
+    ("source", pa.string()),
+    ("lang", pa.string()),
+    ("required_words", pa.int64()),
+    ("response_words", pa.int64()),           # count_words of the cleaned response
+    ("length_score", pa.float64()),           # S_l against required_words (null if none)
+    ("plan", pa.list_(PLAN_ITEM)),
+    ("model", pa.string()),
+    ("config_hash", pa.string()),             # of the generation run
+    ("layout", pa.string()),
+])
+
+REJECTS = pa.schema([("id", pa.string()), ("stage", pa.string()), ("reason", pa.string()),
+                     ("detail", pa.string())])
+REJECTS_DIR = "_rejects"
+STATS = "_stats.json"
+
+
+def to_messages(prompt: str, response: str) -> list[dict]:
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": response}]
+
+
+def longwriter_table(work: pa.Table) -> pa.Table:
+    """Kept rows of the curation work table -> LongWriter-6k records (schema LONGWRITER)."""
+    prompts, responses = work["prompt"].to_pylist(), work["response"].to_pylist()
+    messages = pa.array([to_messages(p, r) for p, r in zip(prompts, responses)],
+                        type=pa.list_(MESSAGE))
+    cols = {name: messages if name == "messages" else work[name].cast(LONGWRITER.field(name).type)
+            for name in LONGWRITER.names}
+    return pa.table(cols, schema=LONGWRITER).combine_chunks()
+
+
+def reject_table(work: pa.Table) -> pa.Table:
+    return pa.table({n: work[n].cast(pa.string()) for n in REJECTS.names},
+                    schema=REJECTS).combine_chunks()
+
+
+def reset(uri: str, cfg: storage.StorageConfig | None) -> None:
+    """Forget a previous (possibly half-written) output: remove its manifests, so writers
+    start again at part-00000 and nothing old stays visible."""
+    fs, path = storage.get_fs(uri, cfg)
+    for manifest in (f"{path}/{storage.MANIFEST}", f"{path}/{REJECTS_DIR}/{storage.MANIFEST}"):
+        if fs.exists(manifest):
+            fs.rm(manifest)
+
+
+def remove_orphans(uri: str, cfg: storage.StorageConfig | None) -> list[str]:
+    """Delete parts and temporaries no manifest lists (left by a crash or a larger earlier
+    run). Runs after the commit, so it never touches anything visible."""
+    fs, path = storage.get_fs(uri, cfg)
+    removed = []
+    for sub in ("", REJECTS_DIR):
+        base = f"{path}/{sub}".rstrip("/")
+        manifest = storage.load_manifest(f"{uri.rstrip('/')}/{sub}".rstrip("/"), cfg) or {}
+        listed = {f["path"] for f in manifest.get("files", [])}
+        try:
+            names = [p.rsplit("/", 1)[-1] for p in fs.ls(base, detail=False)]
+        except FileNotFoundError:
+            continue
+        for name in names:
+            if (name.startswith("part-") and name not in listed) or name.startswith("_tmp-"):
+                fs.rm(f"{base}/{name}")
+                removed.append(f"{sub}/{name}".lstrip("/"))
+    return removed
+
+
+def write_shards(uri: str, batches: Iterable[pa.Table], cfg: storage.StorageConfig | None,
+                 extra: dict) -> storage.DatasetWriter:
+    """Write each batch (already cut to rows_per_shard, sorted) as one part; not committed."""
+    writer = storage.DatasetWriter(uri, cfg, extra)
+    for batch in batches:
+        writer.write(batch)
+    return writer
+
+
+def write_rejects(uri: str, batches: Iterable[pa.Table], cfg: storage.StorageConfig | None,
+                  extra: dict) -> dict:
+    writer = storage.DatasetWriter(storage.join(uri, REJECTS_DIR), cfg, extra)
+    for batch in batches:
+        writer.write(batch)
+    return writer.commit()

@@ -1,0 +1,88 @@
+"""EvalConfig: everything that defines a LongBench-Write / LongWrite-Ruler run.
+
+Defaults are the published protocol (temperature 0.5, 32,768 new tokens at most, seed 42,
+GPT-4o as judge at temperature 0.5, legacy word counting); `ray_jobs/configs/eval.yaml` spells
+them out and `eval_tiny.yaml` is the CPU test configuration.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from dataset_builder.config import field
+from dataset_builder.llm.base import EngineConfig
+from dataset_builder.storage import StorageConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA_DIR = "../shared/data/longbench_write"
+RULER_LENGTHS = [1000, 2000, 5000, 10000, 20000, 30000]
+
+
+def _published_judge() -> EngineConfig:
+    return EngineConfig(backend="openai", model="gpt-4o-2024-05-13",
+                        base_url="https://api.openai.com/v1", max_model_len=128000,
+                        max_concurrency=16, num_cpus=0.5)
+
+
+@dataclass
+class EvalConfig:
+    engine: EngineConfig = field(default_factory=EngineConfig, help="The model under test "
+        "(vllm: engine actors; openai: an OpenAI-compatible endpoint). Its chat template is used.")
+    num_engines: int = field(1, help="Engine actors for generation (vllm: one per GPU group).")
+    judge: EngineConfig = field(default_factory=_published_judge, help="The S_q judge "
+        "(published: gpt-4o-2024-05-13 through the OpenAI API; or a vllm model).")
+    num_judges: int = field(1, help="Judge engine actors (an API judge needs one).")
+    data_dir: str = field(DEFAULT_DATA_DIR, help="Directory (fsspec URI) with "
+        "longbench_write.jsonl and longbench_write_en.jsonl; a relative path is resolved "
+        "against the repository root.")
+    subset: Literal["all", "en"] = field("all", help="all: the 120 prompts; en: the 60-prompt "
+        "English-output subset.")
+    limit: int = field(0, help="Evaluate only the first N benchmark prompts (0 = all). A "
+        "limited run is marked as such in results.json.")
+    output: str = field("outputs/eval", help="Output directory (fsspec URI): results.json, "
+        "samples.jsonl, report.md, plots, resume state.")
+    storage: StorageConfig = field(default_factory=StorageConfig, help="Object-store settings.")
+    word_count_mode: Literal["legacy", "unicode"] = field("legacy", help="legacy: the published "
+        "counter (compare with the paper); unicode: every script, digits, contractions.")
+    seed: int = field(42, help="Run seed: per-sample generation and judge seeds derive from it "
+        "and the item id; also seeds the bootstrap.")
+    temperature: float = field(0.5, help="Generation temperature (published: 0.5).")
+    top_p: float = field(1.0, help="Generation top-p (published: no nucleus truncation).")
+    max_new_tokens: int = field(32768, help="Generation cap (published 32768, room for 20,000 "
+        "words); vllm also caps it at max_model_len minus the prompt.")
+    generate: bool = field(True, help="Generate missing responses (False: score what the "
+        "output directory already holds).")
+    judge_enabled: bool = field(True, help="Judge responses for S_q (False: S_l only).")
+    judge_samples: int = field(1, help="k judge samples per response; S_q is their mean, with "
+        "the standard deviation recorded.")
+    judge_temperature: float = field(0.5, help="Judge temperature (published: 0.5).")
+    judge_max_tokens: int = field(256, help="Judge answer cap in tokens (six ratings need ~50).")
+    judge_max_attempts: int = field(3, help="Judge calls per (response, replicate) before the "
+        "failure is recorded (malformed or out-of-range answers are retried with a new seed).")
+    judge_constraint: Literal["json_schema", "none"] = field("json_schema", help="json_schema: "
+        "constrain the judge's answer (vllm, vllm serve, OpenAI structured outputs); none: "
+        "free text, validated only (for endpoints without structured output).")
+    judge_tokenizer: str = field("", help="Tokenizer (path or id) to fit responses into the "
+        "judge's context exactly; default: the judge model for vllm, characters for openai.")
+    judge_rpm: float = field(0.0, help="Judge requests per minute at most (API rate limit; "
+        "0 = unlimited, concurrency still bounded by judge.max_concurrency).")
+    judge_cache: str = field("", help="Judge cache directory (fsspec URI); default "
+        "<output>/judge_cache. Keyed by judge model, prompt version and judged message.")
+    max_in_flight: int = field(512, help="Most requests the driver keeps outstanding across "
+        "engine actors (the engines batch them).")
+    bootstrap_resamples: int = field(2000, help="Bootstrap resamples for the 95% CIs.")
+    ruler: bool = field(True, help="Also run LongWrite-Ruler (8 prompts x ruler_lengths).")
+    ruler_lengths: list[int] = field(default_factory=lambda: list(RULER_LENGTHS),
+                                     help="LongWrite-Ruler required lengths.")
+    ruler_prompts: int = field(0, help="Use only the first N ruler prompts, alternating "
+        "English/Chinese (0 = all 8).")
+    progress: bool = field(True, help="Show progress bars.")
+
+
+def resolve_data_dir(data_dir: str) -> str:
+    """A relative local path is taken relative to the repository root (not the cwd), so the
+    default finds ../shared/data/longbench_write from any working directory."""
+    if "://" in data_dir or Path(data_dir).is_absolute():
+        return data_dir
+    return str((REPO_ROOT / data_dir).resolve())

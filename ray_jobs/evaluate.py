@@ -1,0 +1,51 @@
+"""LongBench-Write (S_l, S_q, S) and LongWrite-Ruler evaluation job.
+
+Locally (starts a local Ray if none is running; tiny CPU model, demo model as judge):
+    python ray_jobs/evaluate.py --config ray_jobs/configs/eval_tiny.yaml \
+        --set engine.model=$(python -m dataset_builder.models | tail -1) \
+        --set judge.model=$(python -m dataset_builder.models | head -1) --set output=./data/eval
+As published (vLLM model under test on GPUs, GPT-4o as judge; OPENAI_API_KEY in the env):
+    ray job submit --address http://HEAD:8265 --working-dir . \
+        --runtime-env-json '{"env_vars": {"OPENAI_API_KEY": "..."}}' -- \
+        python ray_jobs/evaluate.py --config ray_jobs/configs/eval.yaml \
+        --set engine.model=THUDM/LongWriter-llama3.1-8b --set output=s3://bucket/eval/r1
+Reruns into the same output skip finished generations and cached judgements.
+List every config field: python ray_jobs/evaluate.py --help-config
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import ray  # noqa: E402
+
+from dataset_builder.jobs import cli  # noqa: E402
+from eval.config import EvalConfig  # noqa: E402
+
+
+def main(cfg: EvalConfig) -> dict:
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False)
+    from eval.longbench import run_eval
+
+    results = run_eval(cfg)
+    o, c = results["overall"], results["coverage"]
+    out = cfg.output.rstrip("/")
+    print(f"results: {out}/results.json  report: {out}/report.md  samples: {out}/samples.jsonl")
+    if not results["published_comparable"]:
+        print("not comparable with the paper: " + "; ".join(results["not_comparable_because"]))
+    summary = {"S": o["S"], "S_l": o["S_l"], "S_q": o["S_q"], "items": c["items"],
+               "generated": c["generated"], "judged": c["judged"],
+               "rejected_lines": c["rejected_lines"], "complete": c["complete"]}
+    if results["ruler"]:
+        summary["ruler_max_length"] = results["ruler"]["max_output_length"]
+        summary["ruler_share_reached"] = results["ruler"]["share_reached"]
+    print("summary: " + json.dumps(summary))
+    return results
+
+
+if __name__ == "__main__":
+    sys.exit(cli(EvalConfig, main, description=__doc__))

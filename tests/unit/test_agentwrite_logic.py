@@ -1,0 +1,63 @@
+import re
+
+from transformers import AutoTokenizer
+
+from dataset_builder import prompts
+from dataset_builder.agentwrite import (AgentWriteConfig, parse_plan, plan_regex, step_sampling,
+                                        validate_plan)
+
+PLAN = [{"main_point": "Origins of the festival", "words": 600},
+        {"main_point": "Customs - food, family", "words": 800},
+        {"main_point": "Modern changes", "words": 600}]
+
+
+def test_plan_regex_accepts_paper_format_and_parses_back():
+    cfg = AgentWriteConfig(max_paragraphs=5)
+    text = prompts.format_plan(PLAN) + "\n"
+    assert re.fullmatch(plan_regex(cfg), text)
+    assert parse_plan(text) == PLAN
+
+
+def test_plan_regex_rejects_out_of_order_and_too_many():
+    cfg = AgentWriteConfig(max_paragraphs=2)
+    assert not re.fullmatch(plan_regex(cfg), prompts.format_plan(PLAN) + "\n")  # 3 > 2
+    swapped = prompts.format_plan(PLAN).replace("Paragraph 2", "Paragraph 9") + "\n"
+    assert not re.fullmatch(plan_regex(AgentWriteConfig()), swapped)
+
+
+def test_validate_plan_bounds_and_total():
+    cfg = AgentWriteConfig(min_paragraph_words=100, max_paragraph_words=1000, total_tolerance=0.2)
+    assert validate_plan(PLAN, 2000, cfg) == (PLAN, None)
+    assert validate_plan(PLAN, 5000, cfg)[1].startswith("plan_total_off")
+    assert validate_plan([], 2000, cfg)[1].startswith("plan_paragraphs_out_of_range")
+    big = [{"main_point": "x", "words": 5000}]
+    assert "out_of_bounds" in validate_plan(big, None, cfg)[1]
+    rescaled, reason = validate_plan(PLAN, 2600, AgentWriteConfig(rescale_plan=True,
+                                                                  total_tolerance=0.05))
+    assert reason is None and abs(sum(p["words"] for p in rescaled) - 2600) <= 3
+
+
+def test_step_sampling_follows_budget():
+    cfg = AgentWriteConfig(tokens_per_word=1.5, step_slack=2.0, max_step_tokens=4096)
+    assert step_sampling(100, cfg, 1).max_tokens == 316
+    forced = step_sampling(100, AgentWriteConfig(tokens_per_word=1.5, force_lengths=True), 1)
+    assert forced.min_tokens == forced.max_tokens == 150 and forced.ignore_eos
+
+
+def test_layouts_share_prefixes(tiny_model):
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+
+    def ids(msgs):
+        return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+
+    paras = ["First paragraph text.", "Second paragraph text."]
+    # append: step 3's prompt starts with step 2's prompt + step 2's output
+    p2 = ids(prompts.write_messages("Task", PLAN, paras[:1], "append"))
+    p3 = ids(prompts.write_messages("Task", PLAN, paras, "append"))
+    assert p3.startswith(p2 + paras[1])
+    # paper: step 3's prompt shares instruction + plan + text so far (through paragraph 1)
+    q2 = ids(prompts.write_messages("Task", PLAN, paras[:1], "paper"))
+    q3 = ids(prompts.write_messages("Task", PLAN, paras, "paper"))
+    common = len(q2[: q2.index(paras[0]) + len(paras[0])])
+    assert q3[:common] == q2[:common]
+    assert q3.rstrip().endswith("word counts.<|im_end|>\n<|im_start|>assistant".rstrip())

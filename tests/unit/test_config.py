@@ -1,0 +1,68 @@
+import dataclasses
+import typing
+
+import pytest
+
+from dataset_builder.config import ConfigError, describe, load_config
+from dataset_builder.generate import GenerateConfig
+
+
+def _write(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return str(p)
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = _write(tmp_path, "input: a.jsonl\noutput: out\nengine:\n  max_model_len: 2048\n")
+    cfg = load_config(GenerateConfig, path, ["engine.max_num_seqs=7", "agentwrite.layout=append",
+                                             "agentwrite.temperature=1"])
+    assert cfg.engine.max_model_len == 2048 and cfg.engine.max_num_seqs == 7
+    assert cfg.agentwrite.layout == "append"
+    assert cfg.agentwrite.temperature == 1.0 and isinstance(cfg.agentwrite.temperature, float)
+
+
+def test_unknown_key_names_the_key(tmp_path):
+    path = _write(tmp_path, "input: a\noutput: b\nengine:\n  max_model_lenn: 5\n")
+    with pytest.raises(ConfigError, match=r"engine\.max_model_lenn"):
+        load_config(GenerateConfig, path)
+
+
+def test_wrong_type_names_the_key():
+    with pytest.raises(ConfigError, match=r"engine\.max_num_seqs: expected int, got str"):
+        load_config(GenerateConfig, None, ["input=a", "output=b", "engine.max_num_seqs=lots"])
+    with pytest.raises(ConfigError, match=r"agentwrite\.layout"):
+        load_config(GenerateConfig, None, ["input=a", "output=b", "agentwrite.layout=sideways"])
+    with pytest.raises(ConfigError, match=r"num_engines: expected int, got bool"):
+        load_config(GenerateConfig, None, ["input=a", "output=b", "num_engines=true"])
+
+
+def test_missing_required_and_bad_file(tmp_path):
+    with pytest.raises(ConfigError, match="missing required config key input"):
+        load_config(GenerateConfig, None, ["output=b"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(GenerateConfig, str(tmp_path / "nope.yaml"))
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(GenerateConfig, None, ["input"])
+
+
+def _all_fields(cls):
+    for f in dataclasses.fields(cls):
+        yield cls, f
+        tp = typing.get_type_hints(cls)[f.name]
+        if dataclasses.is_dataclass(tp):
+            yield from _all_fields(tp)
+
+
+def test_every_field_has_help():
+    missing = [f"{c.__name__}.{f.name}" for c, f in _all_fields(GenerateConfig)
+               if not f.metadata.get("help")]
+    assert missing == []
+    lines = describe(GenerateConfig)
+    assert any(line.startswith("engine.model ") for line in lines)
+
+
+def test_shipped_configs_load():
+    for name in ("demo", "gpu", "tiny"):
+        cfg = load_config(GenerateConfig, f"ray_jobs/configs/{name}.yaml")
+        assert cfg.input and cfg.output
