@@ -209,12 +209,13 @@ async def run_instruction(engine, inst: dict, cfg: AgentWriteConfig, journal_uri
     done = journal.load()
     try:
         if 0 in done:
-            plan_entry = done[0]
+            plan_entry, resumed = done[0], 1
         else:
+            resumed = 0
             _, plan_entry = await _plan(engine, inst, cfg)
             journal.save(0, plan_entry)
         plan = plan_entry["plan"]
-        steps, resumed = [plan_entry], 0
+        steps = [plan_entry]
         for k in range(1, len(plan) + 1):
             paragraphs = [s["text"] for s in steps[1:]]
             entry = done.get(k)

@@ -92,7 +92,7 @@ class Stats:
         c, r = self.c, rec["resumed_steps"]
         c["written"] += 1
         c["resumed_steps"] += r
-        c["generated_steps"] += len(rec["paragraphs"]) - r
+        c["generated_steps"] += len(rec["paragraphs"]) + 1 - r  # plan + write steps
         c["step_prompt_tokens"] += sum(rec["step_prompt_tokens"])
         c["step_cached_tokens"] += sum(rec["step_cached_tokens"])
         c["write_prompt_tokens"] += sum(rec["step_prompt_tokens"][1:])

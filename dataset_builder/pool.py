@@ -12,13 +12,15 @@ plan->write loop would either wait on whole batches or need one stage per step w
 """
 from __future__ import annotations
 
+import time
 from collections import Counter, deque
 from typing import Iterable, Iterator
 
 import ray
 from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError, RayTaskError
 
-ACTOR_LOST = (RayActorError, ActorDiedError, ActorUnavailableError)
+ACTOR_LOST = (RayActorError, ActorDiedError)
+UNAVAILABLE_WAIT_S = 600  # an actor restarting (engine start) answers "unavailable" meanwhile
 
 
 def run_pool(actors: list, rows: Iterable[dict], journal_uri: str, agentwrite_cfg,
@@ -26,6 +28,7 @@ def run_pool(actors: list, rows: Iterable[dict], journal_uri: str, agentwrite_cf
     """Yield one result per instruction: {"status": "ok"|"reject", ...}."""
     pending = deque(rows)
     attempts: Counter = Counter()
+    waited: dict[str, float] = {}
     refs: dict = {}
     load = [0] * len(actors)
     while pending or refs:
@@ -43,6 +46,14 @@ def run_pool(actors: list, rows: Iterable[dict], journal_uri: str, agentwrite_cf
             load[i] -= 1
             try:
                 yield ray.get(ref)
+            except ActorUnavailableError:  # restarting: not a failed attempt, wait and resend
+                waited[row["id"]] = waited.get(row["id"], time.time())
+                if time.time() - waited[row["id"]] > UNAVAILABLE_WAIT_S:
+                    yield {"status": "reject", "id": row["id"], "stage": "engine",
+                           "reason": f"actor_unavailable_for_{UNAVAILABLE_WAIT_S}s"}
+                else:
+                    time.sleep(0.5)
+                    pending.appendleft(row)
             except ACTOR_LOST as e:
                 attempts[row["id"]] += 1
                 if attempts[row["id"]] >= max_attempts:

@@ -23,7 +23,7 @@ GENERATION = pa.schema(INSTRUCTION_FIELDS + [
     ("step_output_tokens", pa.list_(pa.int64())),
     ("step_cached_tokens", pa.list_(pa.int64())),
     ("finish_reasons", pa.list_(pa.string())),
-    ("resumed_steps", pa.int64()),              # steps taken from the journal, not generated
+    ("resumed_steps", pa.int64()),              # steps (plan included) taken from the journal
 ])
 
 REJECT = pa.schema([("id", pa.string()), ("line", pa.int64()), ("stage", pa.string()),

@@ -19,8 +19,8 @@ import json
 import math
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 
 from dataset_builder import storage
 from dataset_builder.llm.base import Completion, Sampling
@@ -28,7 +28,9 @@ from eval.scoring import DIMENSIONS, quality_score
 
 PROMPT_VERSION = "lbw-judge-v1"
 
-JUDGE_TEMPLATE = """You are an expert editor reviewing long-form writing. Rate how well the RESPONSE fulfils the USER INSTRUCTION.
+# Every fixed line comes before the instruction and the response, so the judge server's prefix
+# cache covers all of it and only the item's own text is prefilled per request.
+JUDGE_TEMPLATE = """You are an expert editor reviewing long-form writing. Below are a USER INSTRUCTION and a RESPONSE written for it. Rate how well the response fulfils the instruction.
 
 Rate each of these six dimensions with an integer from 1 (very poor) to 5 (excellent):
 - Relevance: the response addresses the instruction's topic, purpose and every explicit requirement (length aside).
@@ -38,21 +40,20 @@ Rate each of these six dimensions with an integer from 1 (very poor) to 5 (excel
 - Breadth and Depth: the subject is covered broadly enough and analysed deeply enough, with specific detail and insight.
 - Reading Experience: the text is engaging and pleasant to read, in a style and tone that suit its readers.
 
-Judge the content only. Length is scored separately: do not reward or punish length itself. An empty, off-topic or repetitive response gets low ratings.
+Judge the content only. Length is scored separately: do not reward or punish length itself. An empty, off-topic or repetitive response gets low ratings. A response that ends with [CUT] was shortened to fit your context window: rate the part shown and do not penalize the cut.
+
+Reply with one JSON object and nothing else, with exactly these keys and integer values from 1 to 5:
+{"Relevance": 1-5, "Accuracy": 1-5, "Coherence": 1-5, "Clarity": 1-5, "Breadth and Depth": 1-5, "Reading Experience": 1-5}
 
 <instruction>
 $INSTRUCTION$
 </instruction>
 
 <response>
-$RESPONSE$
-</response>
-$NOTE$
-Reply with one JSON object and nothing else, with exactly these keys and integer values from 1 to 5:
-{"Relevance": 1-5, "Accuracy": 1-5, "Coherence": 1-5, "Clarity": 1-5, "Breadth and Depth": 1-5, "Reading Experience": 1-5}"""
+$RESPONSE$$NOTE$
+</response>"""
 
-TRUNCATION_NOTE = ("(The response was cut to fit the reviewer's context window; rate the part "
-                   "shown and do not penalize the cut itself.)\n")
+TRUNCATION_NOTE = "\n[CUT]"
 
 JUDGE_SCHEMA = {
     "type": "object",
@@ -310,7 +311,7 @@ async def judge_one(chat: ChatFn, *, instruction: str, response: str, judge_mode
             await limiter.acquire()
         try:
             c = await chat(messages, sampling)
-        except Exception as e:  # an engine/endpoint/actor failure is one failed attempt
+        except Exception as e:  # noqa: BLE001 -- any engine/endpoint/actor failure is one failed attempt
             errors.append(_error_line(e))
             continue
         ratings, err = parse_judgement(c.text)

@@ -16,7 +16,7 @@ import hashlib
 import json
 import subprocess
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from dataset_builder import storage
 from dataset_builder.config import config_hash
@@ -193,7 +193,7 @@ async def generate_one(chat: J.ChatFn, item: dict, cfg: EvalConfig, gen_hash: st
     t0 = time.monotonic()
     try:
         c = await chat([{"role": "user", "content": item["prompt"]}], sampling)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 -- recorded as this item's failure, never raised
         return {**base, "status": "error", "error": J._error_line(e), "response": None}
     effective = cfg.max_new_tokens
     if cfg.engine.backend == "vllm":
@@ -217,10 +217,10 @@ def code_version() -> str:
     try:
         root = str(REPO_ROOT)
         rev = subprocess.run(["git", "-C", root, "rev-parse", "--short=12", "HEAD"],
-                             capture_output=True, text=True, timeout=10).stdout.strip()
+                             capture_output=True, text=True, timeout=10, check=False).stdout.strip()
         dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "eval",
                                 "dataset_builder"], capture_output=True, text=True,
-                               timeout=10).stdout.strip()
+                               timeout=10, check=False).stdout.strip()
         return f"{pkg}+git.{rev}{'.dirty' if dirty else ''}" if rev else pkg
     except (OSError, subprocess.SubprocessError):
         return pkg
@@ -241,7 +241,7 @@ async def _preflight(chat: J.ChatFn, what: str) -> None:
     try:
         await chat([{"role": "user", "content": "Reply with OK."}],
                    Sampling(temperature=0.0, max_tokens=1))
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 -- Ray wraps the engine's error types
         raise EngineError(f"{what} is not answering: {J._error_line(e)}") from None
 
 
@@ -461,5 +461,13 @@ def run_eval(cfg: EvalConfig, engines: list | None = None, judges: list | None =
     return results
 
 
-__all__ = ["load_benchmark", "parse_benchmark", "run_eval", "score_samples", "build_results",
-           "generate_one", "GenerationStore", "run_bounded"]
+__all__ = [
+    "GenerationStore",
+    "build_results",
+    "generate_one",
+    "load_benchmark",
+    "parse_benchmark",
+    "run_bounded",
+    "run_eval",
+    "score_samples",
+]

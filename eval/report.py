@@ -11,10 +11,10 @@ import io
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from dataset_builder import storage  # noqa: E402
-from eval.scoring import DIMENSIONS  # noqa: E402
+from dataset_builder import storage
+from eval.scoring import DIMENSIONS
 
 PLOTS = {"length": "length_scatter.png", "ruler": "ruler.png", "buckets": "buckets.png"}
 
@@ -134,18 +134,18 @@ def render_markdown(results: dict) -> str:
                  "benchmark line(s). Scores are over the stated denominators only.")
     L += ["", "## Overall (95% bootstrap CI)", ""]
     L += _table({"all": o}, "set")
-    L += ["", f"S_l over {o['n_generated']} generated responses; S_q over {o['n_judged']} "
-          "judged responses; S = (S_l + S_q) / 2.", "",
+    L += ["", (f"S_l over {o['n_generated']} generated responses; S_q over {o['n_judged']} "
+          "judged responses; S = (S_l + S_q) / 2."), "",
           "## Protocol", "", "| field | value |", "|---|---|"]
     d, j = p["decoding"], p["judge"]
     for k, v in [("model", p["model"]), ("backend", p["backend"]),
                  ("subset", p["subset"]), ("limit", p["limit"] or "none"),
                  ("data file sha256", p["data_sha256"][:16]),
-                 ("decoding", f"temperature {d['temperature']}, top_p {d['top_p']}, "
-                              f"max_new_tokens {d['max_new_tokens']}, seed {d['seed']}"),
+                 ("decoding", (f"temperature {d['temperature']}, top_p {d['top_p']}, "
+                              f"max_new_tokens {d['max_new_tokens']}, seed {d['seed']}")),
                  ("chat template", p["chat_template"]),
-                 ("judge", f"{j['model']} ({j['backend']}), temperature {j['temperature']}, "
-                           f"k={j['samples']}, constraint {j['constraint']}"),
+                 ("judge", (f"{j['model']} ({j['backend']}), temperature {j['temperature']}, "
+                           f"k={j['samples']}, constraint {j['constraint']}")),
                  ("judge prompt", f"{j['prompt_version']} / {j['prompt_hash']}"),
                  ("word count", p["word_count_mode"]), ("code version", p["code_version"]),
                  ("config hash", p["config_hash"])]:
@@ -172,9 +172,9 @@ def render_markdown(results: dict) -> str:
     r = results.get("ruler")
     if r:
         L += ["", "## LongWrite-Ruler", "",
-              f"Maximum output length: **{r['max_output_length']}** words; "
+              (f"Maximum output length: **{r['max_output_length']}** words; "
               f"{r['share_reached'] * 100:.0f}% of {r['n']} prompts reach at least "
-              f"{r['threshold'] * 100:.0f}% of the required length ({r['failed']} failed).", "",
+              f"{r['threshold'] * 100:.0f}% of the required length ({r['failed']} failed)."), "",
               "| required | n | mean output | median | max | reached >= 80% |",
               "|---|---|---|---|---|---|"]
         for length, s in r["per_length"].items():
@@ -199,4 +199,4 @@ def write_report(results: dict, rows: list[dict], ruler_records: list[dict], out
                                render_markdown(results).encode("utf-8"), storage_cfg)
 
 
-__all__ = ["write_report", "render_markdown", "length_plot", "ruler_plot", "bucket_plot"]
+__all__ = ["bucket_plot", "length_plot", "render_markdown", "ruler_plot", "write_report"]

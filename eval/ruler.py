@@ -12,17 +12,17 @@ from dataset_builder.text import count_words, stable_id
 REACHED = 0.8  # a prompt "reaches" its required length at >= 80% of it
 
 RULER_PROMPTS = [
-    ("en", "Write a {length}-word travel memoir about a month spent walking a coastal trail, "
-           "with the people met along the way, the weather, and what the walk changed."),
+    ("en", ("Write a {length}-word travel memoir about a month spent walking a coastal trail, "
+           "with the people met along the way, the weather, and what the walk changed.")),
     ("zh", "请写一篇{length}字的散文，回忆一座南方小城的老街在四季中的变化，以及街上人们的生活。"),
-    ("en", "Write a {length}-word history of the printing press, from movable type to the "
-           "digital age, and explain how it changed science, religion and politics."),
+    ("en", ("Write a {length}-word history of the printing press, from movable type to the "
+           "digital age, and explain how it changed science, religion and politics.")),
     ("zh", "请写一篇{length}字的科普文章，介绍人体免疫系统的工作原理，以及疫苗是如何起作用的。"),
-    ("en", "Write a {length}-word short story about a lighthouse keeper who finds a message "
-           "in a bottle that seems to be written in her own handwriting."),
+    ("en", ("Write a {length}-word short story about a lighthouse keeper who finds a message "
+           "in a bottle that seems to be written in her own handwriting.")),
     ("zh", "请写一篇{length}字的商业分析报告，讨论新能源汽车行业的发展现状、竞争格局与未来趋势。"),
-    ("en", "Write a {length}-word guide for first-time home gardeners: soil, seeds, watering, "
-           "pests, and planning a garden through the year."),
+    ("en", ("Write a {length}-word guide for first-time home gardeners: soil, seeds, watering, "
+           "pests, and planning a garden through the year.")),
     ("zh", "请写一篇{length}字的小说，讲述一位年轻教师来到山村学校后的第一年。"),
 ]
 

@@ -11,7 +11,7 @@ No Ray, no I/O: everything here is testable on hand-computed cases.
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 

@@ -20,10 +20,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import ray  # noqa: E402
+import ray
 
-from dataset_builder.jobs import cli  # noqa: E402
-from eval.config import EvalConfig  # noqa: E402
+from dataset_builder.jobs import cli
+from eval.config import EvalConfig
 
 
 def main(cfg: EvalConfig) -> dict:

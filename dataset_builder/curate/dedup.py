@@ -4,8 +4,8 @@ Pure numpy/polars functions over lists of texts; `pipeline.py` lifts them onto R
 (signatures per batch on workers, clustering of the gathered signatures on the driver).
 
 Why our own MinHash instead of datasketch's: datasketch hashes every shingle with sha1 in a
-Python loop and builds one `MinHash` object per document, which caps it at a few thousand
-documents/s per core. Here the whole batch is tokenized and hashed by polars (Rust), shingles
+Python loop and updates one `MinHash` object per document, which caps it near 1,000 documents
+of 500 words per second per core (benchmarks/dedup.py measures both in one run). Here the whole batch is tokenized and hashed by polars (Rust), shingles
 are combined with numpy, and the permutations are one broadcast multiply-add per chunk plus a
 segmented min (`np.minimum.reduceat`): no per-shingle Python. The permutation scheme is the
 same as datasketch's default since 2.0 ("affine32": a 32-bit avalanche of the shingle hash,
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from dataset_builder.config import field
+from dataset_builder.config import ConfigError, field
 from dataset_builder.text import normalize_prompt
 
 # A token is one CJK ideograph or a run of letters/digits (any script), lowercased: the same
@@ -61,10 +61,18 @@ class MinHashConfig:
 
     def __post_init__(self):
         if self.bands * self.rows != self.num_perm:
-            raise ValueError(f"bands * rows must equal num_perm: {self.bands} * {self.rows} "
+            raise ConfigError(f"bands * rows must equal num_perm: {self.bands} * {self.rows} "
                              f"!= {self.num_perm}")
         if self.shingle_size < 1 or not 0.0 < self.threshold <= 1.0:
-            raise ValueError("shingle_size must be >= 1 and threshold in (0, 1]")
+            raise ConfigError("shingle_size must be >= 1 and threshold in (0, 1]")
+
+
+@dataclass
+class PromptMinHashConfig(MinHashConfig):
+    """Near-duplicate prompts: a prompt is tens of words, so shingles are 3 tokens (one
+    changed word then touches 3 of ~30 shingles: J ~ 0.8, still linked at 0.7)."""
+    shingle_size: int = field(3, help="tokens per shingle (a token = a word or one CJK "
+                              "character); prompts shorter than this are one shingle")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,36 +95,38 @@ def token_hashes(texts: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
     """
     s = pl.Series("t", texts, dtype=pl.String).str.to_lowercase().str.extract_all(TOKEN_PATTERN)
     lens = s.list.len().fill_null(0).to_numpy().astype(np.int64)
-    flat = s.explode(empty_as_null=False, keep_nulls=False)
-    hashes = flat.hash(seed=0).to_numpy().astype(np.uint64, copy=False)
+    flat = s.list.eval(pl.element().hash(seed=0)).explode(empty_as_null=False,
+                                                          keep_nulls=False)
     offsets = np.zeros(len(lens) + 1, dtype=np.int64)
     np.cumsum(lens, out=offsets[1:])
-    return hashes, offsets
+    return flat.to_numpy().astype(np.uint64, copy=False), offsets
 
 
 def shingle_hashes(tokens: np.ndarray, offsets: np.ndarray, k: int) -> tuple[np.ndarray,
                                                                               np.ndarray]:
     """32-bit hash of every k-token shingle, flat, with per-document offsets.
 
-    Shingle i of a document combines tokens i..i+k-1; near the end of a document the combine
-    stops at its last token, and only starts 0..len-k are kept (at least one per non-empty
-    document, so a text shorter than k is one shingle).
+    Shingle i of a document combines tokens i..i+k-1 (a polynomial in the token hashes, then
+    an avalanche); a document shorter than k tokens is one shingle of all its tokens.
     """
-    n_tok = len(tokens)
-    lens = np.diff(offsets)
-    doc = np.repeat(np.arange(len(lens)), lens)
-    end = offsets[1:][doc]                    # exclusive end of each token's document
-    pos = np.arange(n_tok, dtype=np.int64)
+    n_tok, lens = len(tokens), np.diff(offsets)
+    padded = np.concatenate([tokens, np.zeros(k, dtype=np.uint64)])
     h = tokens.copy()
-    for m in range(1, k):
-        inside = pos + m < end
-        nxt = tokens[np.minimum(pos + m, max(n_tok - 1, 0))]
-        h = np.where(inside, h * _M64 + nxt, h)
-    keep = pos - offsets[:-1][doc] <= np.maximum(lens[doc] - k, 0)
+    for m in range(1, k):            # slices, no gathers: windows may run past a document ...
+        h *= _M64
+        h += padded[m:m + n_tok]
+    start = np.repeat(offsets[:-1], lens)
+    keep = np.arange(n_tok) - start <= np.repeat(lens - k, lens)   # ... but are dropped here
+    short = np.flatnonzero((lens > 0) & (lens < k))
+    for d in short:                  # rare: one shingle of the whole (short) document
+        v = tokens[offsets[d]:offsets[d] + 1].copy()
+        for t in tokens[offsets[d] + 1:offsets[d + 1]]:
+            v = v * _M64 + t         # 1-element arrays wrap silently (scalars would warn)
+        h[offsets[d]] = v[0]
+        keep[offsets[d]] = True
     sh = (_fmix64(h[keep]) >> np.uint64(32)).astype(np.uint32)
-    per_doc = np.minimum(lens, np.maximum(lens - k + 1, 1)) * (lens > 0)
     sh_offsets = np.zeros(len(lens) + 1, dtype=np.int64)
-    np.cumsum(per_doc, out=sh_offsets[1:])
+    np.cumsum(np.where(lens >= k, lens - k + 1, (lens > 0).astype(np.int64)), out=sh_offsets[1:])
     return sh, sh_offsets
 
 

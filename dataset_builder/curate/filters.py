@@ -17,6 +17,7 @@ import numpy as np
 
 from dataset_builder.config import field
 from dataset_builder.curate.postprocess import split_paragraphs
+from dataset_builder.instructions import MAX_PROMPT_CHARS
 from dataset_builder.text import count_words, detect_lang
 
 _TOKEN = re.compile(r"[\u4e00-\u9fff]|[^\W_]+")
@@ -55,18 +56,33 @@ REQUIRED = ("id", "prompt")
 TEXT_FIELDS = ("id", "prompt", "response", "source", "lang", "model", "config_hash", "layout")
 
 
+def encoding_problem(value) -> bool:
+    """True if any string in `value` (nested lists/dicts too) cannot be encoded as UTF-8: lone
+    surrogates, which is also how undecodable input bytes arrive (surrogateescape)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, dict):
+        return any(encoding_problem(v) for v in value.values())
+    if isinstance(value, list):
+        return any(encoding_problem(v) for v in value)
+    return False
+
+
 def text_problem(text: str) -> str | None:
     """Why a string is not clean UTF-8 text (None if it is)."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
+    if encoding_problem(text):
         return "lone surrogates or undecodable bytes"
     n = text.count("\ufffd")
     return f"{n} replacement characters (U+FFFD)" if n else None
 
 
 def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    """A plain int that fits the int64 columns it goes to (bool is not an int here)."""
+    return isinstance(v, int) and not isinstance(v, bool) and -2**63 <= v < 2**63
 
 
 def validate(raw: dict, max_response_chars: int) -> tuple[dict | None, str]:
@@ -77,6 +93,9 @@ def validate(raw: dict, max_response_chars: int) -> tuple[dict | None, str]:
     """
     if not isinstance(raw, dict):
         return None, f"bad_type: row is {type(raw).__name__}"
+    bad = [k for k, v in raw.items() if encoding_problem(v)]
+    if bad:
+        return None, f"broken_utf8: lone surrogates or undecodable bytes in {bad[0]}"
     for name in REQUIRED:
         if raw.get(name) is None:
             return None, f"missing_field: {name}"
@@ -106,6 +125,8 @@ def validate(raw: dict, max_response_chars: int) -> tuple[dict | None, str]:
         return None, "missing_field: id is empty"
     if not raw["prompt"].strip():
         return None, "empty_prompt"
+    if len(raw["prompt"]) > MAX_PROMPT_CHARS:
+        return None, f"prompt_too_long: {len(raw['prompt'])} > {MAX_PROMPT_CHARS} characters"
     texts = [raw["prompt"], *(paragraphs or []), response or ""]
     size = sum(map(len, (paragraphs or []))) if paragraphs else len(response or "")
     if size > max_response_chars:

@@ -30,7 +30,8 @@ _PLAN_LINE = re.compile(
     re.IGNORECASE)
 # A label at the start of a line: "Paragraph 3 -", "**Paragraph 3:**", "段落3：".
 _LABEL = re.compile(
-    rf"^[\s#*>]*(?:{_PARA}\s*\d+|第\s*\d+\s*段)\s*(?:\*\*)?\s*[-–—:：.)]+\s*(?:\*\*)?\s*", re.IGNORECASE)
+    rf"^[\s#*>]*(?:{_PARA}\s*\d+|第\s*\d+\s*段)\s*(?:\*\*)?\s*[-–—:：.)]+\s*(?:\*\*)?\s*",
+    re.IGNORECASE)
 _LABEL_ONLY = re.compile(rf"^[\s#*>]*(?:{_PARA}\s*\d+|第\s*\d+\s*段)\s*(?:\*\*)?\s*[-–—:：.)]*"
                          r"\s*(?:\*\*)?\s*$", re.IGNORECASE)
 _MAIN_POINT = re.compile(r"^[\s#*>\-]*(?:main\s*point|主要内容)\s*(?:\*\*)?\s*[:：]", re.IGNORECASE)

@@ -12,11 +12,11 @@ import io
 import matplotlib
 
 matplotlib.use("Agg")  # headless: Ray workers and CI have no display
-import matplotlib.pyplot as plt  # noqa: E402
-import polars as pl  # noqa: E402
+import matplotlib.pyplot as plt
+import polars as pl
 
-from dataset_builder import storage  # noqa: E402
-from dataset_builder.curate.postprocess import EDIT_KINDS  # noqa: E402
+from dataset_builder import storage
+from dataset_builder.curate.postprocess import EDIT_KINDS
 
 HIST_PNG = "words_hist.png"
 SCATTER_PNG = "required_vs_produced.png"
@@ -101,6 +101,8 @@ def _plots(frame: pl.DataFrame) -> dict[str, bytes]:
         lo = max(1, min(pts["required_words"].min(), pts["response_words"].min()))
         hi = max(pts["required_words"].max(), pts["response_words"].max())
         ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="y = x")
+        ax.set_xlim(lo / 1.2, hi * 1.2)
+        ax.set_ylim(lo / 1.2, hi * 1.2)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.legend()
@@ -123,15 +125,15 @@ def render_markdown(stats: dict, title: str = "LongWriter curation report") -> s
     f = stats["funnel"]
     lines = [f"# {title}", "",
              f"Input: `{stats.get('input', '')}`  ", f"Output: `{stats.get('output', '')}`  ",
-             f"Config hash: `{stats.get('config_hash', '')}`, code version: "
-             f"`{stats.get('code_version', '')}`", "",
+             (f"Config hash: `{stats.get('config_hash', '')}`, code version: "
+             f"`{stats.get('code_version', '')}`"), "",
              "## Funnel", "", "| step | rows |", "|---|---:|", f"| rows in | {f['rows_in']} |"]
     for s in f["stages"]:
         lines.append(f"| dropped at {s['stage']} | {s['dropped']} |")
         lines += [f"| &nbsp;&nbsp;{r} | {n} |" for r, n in s["reasons"].items()]
     lines += [f"| **rows out** | **{f['rows_out']}** |", "",
-              f"in = out + rejected: {f['rows_in']} = {f['rows_out']} + {f['rejected']} "
-              f"({'ok' if f['balanced'] else 'MISMATCH'})", "",
+              (f"in = out + rejected: {f['rows_in']} = {f['rows_out']} + {f['rejected']} "
+              f"({'ok' if f['balanced'] else 'MISMATCH'})"), "",
               "## Required vs produced words", "",
               "| | count | mean | p10 | median | p90 | min | max |",
               "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -141,15 +143,15 @@ def render_markdown(stats: dict, title: str = "LongWriter curation report") -> s
                 str(d.get(k, "")) for k in ("mean", "p10", "median", "p90", "min", "max")) + " |")
     r = stats["words"].get("produced_over_required_kept")
     if r:
-        lines += ["", f"Produced / required (kept rows): median {r['median']}, "
-                  f"p10 {r['p10']}, p90 {r['p90']}."]
+        lines += ["", (f"Produced / required (kept rows): median {r['median']}, "
+                  f"p10 {r['p10']}, p90 {r['p90']}.")]
     lines += ["", f"![histogram]({HIST_PNG})", "", f"![required vs produced]({SCATTER_PNG})", "",
               "## Languages", "", "| lang | valid in | out |", "|---|---:|---:|"]
     langs = sorted(set(stats["languages"]["in_valid"]) | set(stats["languages"]["out"]))
     lines += [f"| {lang} | {stats['languages']['in_valid'].get(lang, 0)} | "
               f"{stats['languages']['out'].get(lang, 0)} |" for lang in langs]
-    lines += ["", "## Duplicates", "", "| pass | clusters | rows in clusters | dropped | "
-              "largest | sizes (size: clusters) |", "|---|---:|---:|---:|---:|---|"]
+    lines += ["", "## Duplicates", "", ("| pass | clusters | rows in clusters | dropped | "
+              "largest | sizes (size: clusters) |"), "|---|---:|---:|---:|---:|---|"]
     for name, d in stats["dedup"].items():
         sizes = ", ".join(f"{k}: {v}" for k, v in d["size_histogram"].items()) or "-"
         lines.append(f"| {name} | {d['clusters']} | {d['rows_in_clusters']} | {d['dropped']} | "

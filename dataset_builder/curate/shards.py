@@ -10,7 +10,7 @@ manifest is committed last, so a crash anywhere leaves the previous state or not
 """
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import pyarrow as pa
 
@@ -89,12 +89,11 @@ def remove_orphans(uri: str, cfg: storage.StorageConfig | None) -> list[str]:
 
 
 def write_shards(uri: str, batches: Iterable[pa.Table], cfg: storage.StorageConfig | None,
-                 extra: dict) -> storage.DatasetWriter:
+                 extra: dict) -> tuple[storage.DatasetWriter, list[str]]:
     """Write each batch (already cut to rows_per_shard, sorted) as one part; not committed."""
     writer = storage.DatasetWriter(uri, cfg, extra)
-    for batch in batches:
-        writer.write(batch)
-    return writer
+    names = [writer.write(batch) for batch in batches]
+    return writer, [n for n in names if n]
 
 
 def write_rejects(uri: str, batches: Iterable[pa.Table], cfg: storage.StorageConfig | None,

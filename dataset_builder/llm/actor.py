@@ -50,9 +50,11 @@ class EngineActor:
 
 def start_engines(cfg: EngineConfig, n: int = 1, max_restarts: int = 3, **options) -> list:
     """Start `n` EngineActors and wait until each engine is up (fails fast on a bad model)."""
+    # max_task_retries=0: calls in flight when the actor dies fail back to the caller, which
+    # resends them (pool.py) so the journal, not Ray, decides what is redone.
     remote = ray.remote(EngineActor).options(
         num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, max_restarts=max_restarts,
-        max_concurrency=1000, **options)
+        max_task_retries=0, max_concurrency=1000, **options)
     actors = [remote.remote(cfg) for _ in range(n)]
     ray.get([a.info.remote() for a in actors])
     return actors

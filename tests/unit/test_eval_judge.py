@@ -46,8 +46,8 @@ def test_parse_valid_and_wrapped_answers():
     (json.dumps({**GOOD, "Clarity": "great"}), "not_a_number"),
     (json.dumps({**GOOD, "Clarity": True}), "not_a_number"),
     (json.dumps({**GOOD, "Clarity": None}), "not_a_number"),
-    ('{"Relevance": NaN, "Accuracy": 4, "Coherence": 4, "Clarity": 4, '
-     '"Breadth and Depth": 4, "Reading Experience": 4}', "not_a_number"),
+    (('{"Relevance": NaN, "Accuracy": 4, "Coherence": 4, "Clarity": 4, '
+     '"Breadth and Depth": 4, "Reading Experience": 4}'), "not_a_number"),
     ("[4, 4, 4, 4, 4, 4]", "not_an_object"),
     ("4", "not_an_object"),
 ])
@@ -84,9 +84,9 @@ class FakeJudge:
 
 
 def judge(chat, **kw):
-    args = dict(instruction="Write a poem.", response="Roses are red.", judge_model="fake",
-                replicate=0, seed=42, temperature=0.5, max_tokens=64, max_model_len=100_000,
-                max_attempts=3, item_id="item-1")
+    args = {"instruction": "Write a poem.", "response": "Roses are red.", "judge_model": "fake",
+                "replicate": 0, "seed": 42, "temperature": 0.5, "max_tokens": 64, "max_model_len": 100_000,
+                "max_attempts": 3, "item_id": "item-1"}
     args.update(kw)
     return asyncio.run(J.judge_one(chat, **args))
 

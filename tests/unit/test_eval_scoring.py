@@ -7,8 +7,16 @@ import numpy as np
 import pytest
 
 from eval import scoring
-from eval.scoring import (DIMENSIONS, bootstrap_ci, bootstrap_overall_ci, length_bucket,
-                          length_score, overall_score, quality_score, summarize)
+from eval.scoring import (
+    DIMENSIONS,
+    bootstrap_ci,
+    bootstrap_overall_ci,
+    length_bucket,
+    length_score,
+    overall_score,
+    quality_score,
+    summarize,
+)
 
 
 def published_score(x, y):

