@@ -1,6 +1,6 @@
 """Judging throughput: our scheduler against the published script's approach, one run.
 
-    python benchmarks/eval.py                      # default: 96 responses, demo model judge
+    python benchmarks/eval.py                      # default: 48 responses, demo model judge
     python benchmarks/eval.py --responses 256 --json bench_eval.json
 
 A local `vllm serve` (the demo model, SmolLM2-135M-Instruct, on 127.0.0.1) is the judge's
@@ -192,6 +192,7 @@ def run_ours(items: list[dict], cfg: EngineConfig, args, tokenizer) -> tuple[lis
                                    response=it["response"], judge_model="judge", replicate=0,
                                    seed=args.seed, temperature=0.0, max_tokens=args.max_tokens,
                                    max_model_len=args.max_model_len, max_attempts=args.attempts,
+                                   schema=J.judge_schema(args.analysis_max_chars),
                                    tokenizer=tokenizer, cache=None, item_id=it["id"])
 
     jobs = [job(i, it) for i, it in enumerate(items)]
@@ -215,19 +216,24 @@ def build_requests(items, cfg, args, tokenizer) -> list[list[dict]]:
         msgs = J.judge_messages(it["instruction"], f.text, f.truncated)
         out.append([engine._body(msgs, Sampling(
             temperature=0.0, top_p=1.0, max_tokens=args.max_tokens,
-            seed=J.derive_seed(args.seed, it["id"], 0, a), json_schema=J.JUDGE_SCHEMA))
+            seed=J.derive_seed(args.seed, it["id"], 0, a),
+            json_schema=J.judge_schema(args.analysis_max_chars)))
             for a in range(args.attempts)])
     return out
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--responses", type=int, default=96, help="responses to judge")
+    ap.add_argument("--responses", type=int, default=48, help="responses to judge")
     ap.add_argument("--response-words", type=int, default=60,
                     help="mean words per synthetic response")
     ap.add_argument("--model", default="", help="judge model dir (default: the demo model)")
     ap.add_argument("--max-model-len", type=int, default=4096)
-    ap.add_argument("--max-tokens", type=int, default=96, help="judge answer cap")
+    # Under a grammar the model may spell the analysis in short tokens (up to one per
+    # character): the cap leaves room for the whole bounded answer, so no answer is cut.
+    ap.add_argument("--max-tokens", type=int, default=384, help="judge answer cap")
+    ap.add_argument("--analysis-max-chars", type=int, default=200,
+                    help="maxLength of the judge's analysis in the answer schema")
     ap.add_argument("--concurrency", type=int, default=128, help="ours: requests in flight")
     ap.add_argument("--workers", type=int, default=8, help="reference: blocking workers")
     ap.add_argument("--attempts", type=int, default=3)

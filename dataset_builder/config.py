@@ -133,16 +133,27 @@ def config_hash(cfg: Any) -> str:
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
-def describe(cls: type, prefix: str = "") -> list[str]:
-    """One line per field, `key (type, default): help`, recursing into sections."""
+def describe(cls: type, prefix: str = "", obj: Any = None) -> list[str]:
+    """One line per field, `key (type, default): help`, recursing into sections.
+
+    Nested sections are described from the instance their default_factory builds, so a section
+    whose factory differs from its class defaults shows the real defaults.
+    """
     lines = []
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
+        if obj is not None:
+            default = getattr(obj, f.name)
+        elif f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = "required"
         if dataclasses.is_dataclass(tp):
-            lines += describe(tp, prefix + f.name + ".")
+            lines += describe(tp, prefix + f.name + ".", default if default != "required" else None)
             continue
-        default = f.default if f.default is not dataclasses.MISSING else "required"
         lines.append(f"{prefix}{f.name} ({getattr(tp, '__name__', tp)}, {default!r}): "
                      f"{f.metadata.get('help', '')}")
     return lines

@@ -62,12 +62,19 @@ class EvalConfig:
     judge_samples: int = field(1, help="k judge samples per response; S_q is their mean, with "
         "the standard deviation recorded.")
     judge_temperature: float = field(0.5, help="Judge temperature (published: 0.5).")
-    judge_max_tokens: int = field(256, help="Judge answer cap in tokens (six ratings need ~50).")
+    judge_max_tokens: int = field(1024, help="Judge answer cap in tokens (published: 1024): "
+        "a brief analysis, then six ratings.")
     judge_max_attempts: int = field(3, help="Judge calls per (response, replicate) before the "
         "failure is recorded (malformed or out-of-range answers are retried with a new seed).")
-    judge_constraint: Literal["json_schema", "none"] = field("json_schema", help="json_schema: "
-        "constrain the judge's answer (vllm, vllm serve, OpenAI structured outputs); none: "
-        "free text, validated only (for endpoints without structured output).")
+    judge_constraint: Literal["auto", "json_schema", "none"] = field("auto", help="json_schema: "
+        "constrain the judge's answer (vllm, vllm serve, OpenAI structured outputs from "
+        "gpt-4o-2024-08-06 on); none: free text, validated and retried (endpoints without "
+        "structured outputs, such as the published gpt-4o-2024-05-13); auto: json_schema for "
+        "a vllm judge, none for an openai endpoint.")
+    judge_analysis_max_chars: int = field(0, help="Bound the judge's analysis in the schema "
+        "(maxLength; vLLM grammars support it, OpenAI strict mode does not): keeps a weak judge "
+        "from rambling past judge_max_tokens (which should then exceed it by ~150: a "
+        "constrained model may spend up to one token per character). 0 = unbounded.")
     judge_tokenizer: str = field("", help="Tokenizer (path or id) to fit responses into the "
         "judge's context exactly; default: the judge model for vllm, characters for openai.")
     judge_rpm: float = field(0.0, help="Judge requests per minute at most (API rate limit; "

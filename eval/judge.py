@@ -1,10 +1,12 @@
 """The S_q judge: prompt, JSON schema, parsing and validation, bounded retries, a result cache.
 
-The judge prompt is written for this project around the six published dimensions. The judge
-answers one JSON object of six 1..5 ratings, under a JSON-schema constraint where the backend
-supports it (vLLM in-process and `vllm serve`, OpenAI's structured outputs); whatever comes back
-is still validated, and prose, partial JSON, out-of-range ratings or an empty answer are retried
-up to `max_attempts` times with a fresh seed, then recorded as a failure with every reason.
+The judge prompt is written for this project around the six published dimensions. As in the
+published protocol, the judge first writes a brief analysis, then rates: it answers one JSON
+object {"Analysis": ..., six 1..5 ratings}, under a JSON-schema constraint where the backend
+supports it (vLLM in-process and `vllm serve`; OpenAI structured outputs from
+gpt-4o-2024-08-06 on, not the published gpt-4o-2024-05-13). Whatever comes back is still
+validated: prose, partial JSON, out-of-range ratings or an empty answer are retried up to
+`max_attempts` times with a fresh seed, then recorded as a failure with every reason.
 
 A judgement is cached under the hash of (judge model, prompt version, judged message, replicate,
 decoding), so re-running an evaluation costs no judge calls. Everything here except the cache
@@ -26,7 +28,7 @@ from dataset_builder import storage
 from dataset_builder.llm.base import Completion, Sampling
 from eval.scoring import DIMENSIONS, quality_score
 
-PROMPT_VERSION = "lbw-judge-v1"
+PROMPT_VERSION = "lbw-judge-v2"
 
 # Every fixed line comes before the instruction and the response, so the judge server's prefix
 # cache covers all of it and only the item's own text is prefilled per request.
@@ -42,8 +44,8 @@ Rate each of these six dimensions with an integer from 1 (very poor) to 5 (excel
 
 Judge the content only. Length is scored separately: do not reward or punish length itself. An empty, off-topic or repetitive response gets low ratings. A response that ends with [CUT] was shortened to fit your context window: rate the part shown and do not penalize the cut.
 
-Reply with one JSON object and nothing else, with exactly these keys and integer values from 1 to 5:
-{"Relevance": 1-5, "Accuracy": 1-5, "Coherence": 1-5, "Clarity": 1-5, "Breadth and Depth": 1-5, "Reading Experience": 1-5}
+Reply with one JSON object and nothing else: first "Analysis", a brief assessment of the response (at most three sentences), then the six ratings as integers from 1 to 5:
+{"Analysis": "...", "Relevance": 1-5, "Accuracy": 1-5, "Coherence": 1-5, "Clarity": 1-5, "Breadth and Depth": 1-5, "Reading Experience": 1-5}
 
 <instruction>
 $INSTRUCTION$
@@ -55,12 +57,25 @@ $RESPONSE$$NOTE$
 
 TRUNCATION_NOTE = "\n[CUT]"
 
-JUDGE_SCHEMA = {
-    "type": "object",
-    "properties": {d: {"type": "integer", "enum": [1, 2, 3, 4, 5]} for d in DIMENSIONS},
-    "required": list(DIMENSIONS),
-    "additionalProperties": False,
-}
+
+
+def judge_schema(analysis_max_chars: int = 0) -> dict:
+    """The answer's JSON schema: the analysis first (it is written before the ratings), then
+    the six ratings. `analysis_max_chars` bounds the analysis for backends that support
+    maxLength (vLLM's grammars); 0 leaves it out (OpenAI strict mode has no length keywords)."""
+    analysis = {"type": "string"}
+    if analysis_max_chars:
+        analysis["maxLength"] = analysis_max_chars
+    return {
+        "type": "object",
+        "properties": {"Analysis": analysis,
+                       **{d: {"type": "integer", "enum": [1, 2, 3, 4, 5]} for d in DIMENSIONS}},
+        "required": ["Analysis", *DIMENSIONS],
+        "additionalProperties": False,
+    }
+
+
+JUDGE_SCHEMA = judge_schema()
 
 PROMPT_HASH = hashlib.sha256(
     json.dumps([PROMPT_VERSION, JUDGE_TEMPLATE, TRUNCATION_NOTE, JUDGE_SCHEMA],
@@ -140,25 +155,32 @@ def validate_ratings(obj: dict) -> tuple[dict | None, str | None]:
     return ratings, None
 
 
-def parse_judgement(text: str | None) -> tuple[dict | None, str | None]:
-    """(ratings, None) or (None, reason). Reasons: empty, no_json, malformed_json,
-    not_an_object, missing_dimensions, not_a_number, out_of_range."""
+def parse_answer(text: str | None) -> tuple[dict | None, str | None, str | None]:
+    """(ratings, analysis, None) or (None, None, reason). Reasons: empty, no_json,
+    malformed_json, not_an_object, missing_dimensions, not_a_number, out_of_range."""
     if text is None or not text.strip():
-        return None, "empty"
+        return None, None, "empty"
     first_error = None
     for obj in _json_candidates(text):
         ratings, err = validate_ratings(obj)
         if ratings is not None:
-            return ratings, None
+            analysis = obj.get("Analysis")
+            return ratings, analysis if isinstance(analysis, str) else None, None
         first_error = first_error or err
     if first_error:
-        return None, first_error
+        return None, None, first_error
     try:
         other = json.loads(text)
-        return None, f"not_an_object: {type(other).__name__}"
+        return None, None, f"not_an_object: {type(other).__name__}"
     except json.JSONDecodeError:
         pass
-    return None, "malformed_json" if "{" in text else "no_json"
+    return None, None, "malformed_json" if "{" in text else "no_json"
+
+
+def parse_judgement(text: str | None) -> tuple[dict | None, str | None]:
+    """(ratings, None) or (None, reason); see parse_answer."""
+    ratings, _, err = parse_answer(text)
+    return ratings, err
 
 
 # --------------------------------------------------------------------------- truncation
@@ -212,7 +234,9 @@ def cache_key(judge_model: str, messages: list[dict], replicate: int, sampling: 
                        "message": sha(json.dumps(messages, ensure_ascii=False)),
                        "replicate": replicate, "temperature": sampling.temperature,
                        "top_p": sampling.top_p, "max_tokens": sampling.max_tokens,
-                       "seed": sampling.seed, "constrained": sampling.json_schema is not None},
+                       "seed": sampling.seed,
+                       "schema": sha(json.dumps(sampling.json_schema, sort_keys=True))
+                       if sampling.json_schema is not None else None},
                       sort_keys=True)
     return sha(blob)
 
@@ -279,7 +303,7 @@ def _error_line(e: BaseException) -> str:
 
 async def judge_one(chat: ChatFn, *, instruction: str, response: str, judge_model: str,
                     replicate: int, seed: int, temperature: float, max_tokens: int,
-                    max_model_len: int, max_attempts: int = 3, constrained: bool = True,
+                    max_model_len: int, max_attempts: int = 3, schema: dict | None = JUDGE_SCHEMA,
                     tokenizer=None, cache: JudgeCache | None = None,
                     limiter: RateLimiter | None = None, item_id: str = "") -> dict:
     """One (response, replicate) judgement: cached, or up to `max_attempts` judge calls.
@@ -298,7 +322,7 @@ async def judge_one(chat: ChatFn, *, instruction: str, response: str, judge_mode
     messages = judge_messages(instruction, fitted.text, fitted.truncated)
     first = Sampling(temperature=temperature, top_p=1.0, max_tokens=max_tokens,
                      seed=derive_seed(seed, item_id, replicate, 0),
-                     json_schema=JUDGE_SCHEMA if constrained else None)
+                     json_schema=schema)
     key = cache_key(judge_model, messages, replicate, first)
     hit = cache.get(key) if cache else None
     if hit and hit.get("status") == "ok":
@@ -314,9 +338,10 @@ async def judge_one(chat: ChatFn, *, instruction: str, response: str, judge_mode
         except Exception as e:  # noqa: BLE001 -- any engine/endpoint/actor failure is one failed attempt
             errors.append(_error_line(e))
             continue
-        ratings, err = parse_judgement(c.text)
+        ratings, analysis, err = parse_answer(c.text)
         if ratings is not None:
             rec = {**base, "status": "ok", "ratings": ratings, "s_q": quality_score(ratings),
+                   "analysis": analysis,
                    "attempts": attempt + 1, "errors": errors, "raw": c.text,
                    "finish_reason": c.finish_reason, "prompt_tokens": c.prompt_tokens,
                    "output_tokens": c.output_tokens, "seed": sampling.seed, "cache_key": key}

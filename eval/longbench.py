@@ -236,13 +236,23 @@ def _judge_tokenizer(cfg: EvalConfig):
     return AutoTokenizer.from_pretrained(name)
 
 
-async def _preflight(chat: J.ChatFn, what: str) -> None:
-    """One tiny request, so an unreachable endpoint fails the job before hours of work."""
+async def _preflight(chat: J.ChatFn, what: str, schema: dict | None) -> None:
+    """One tiny request (with the answer schema, if any), so an unreachable endpoint or one
+    without structured outputs fails the job before hours of work."""
     try:
         await chat([{"role": "user", "content": "Reply with OK."}],
-                   Sampling(temperature=0.0, max_tokens=1))
+                   Sampling(temperature=0.0, max_tokens=1, json_schema=schema))
     except Exception as e:  # noqa: BLE001 -- Ray wraps the engine's error types
-        raise EngineError(f"{what} is not answering: {J._error_line(e)}") from None
+        hint = " (no structured outputs? set judge_constraint=none)" if schema else ""
+        raise EngineError(f"{what} is not answering: {J._error_line(e)}{hint}") from None
+
+
+def judge_schema(cfg: EvalConfig) -> dict | None:
+    """The judge's answer schema, or None for a free-text (validated, retried) judge."""
+    constraint = cfg.judge_constraint
+    if constraint == "auto":
+        constraint = "json_schema" if cfg.judge.backend == "vllm" else "none"
+    return J.judge_schema(cfg.judge_analysis_max_chars) if constraint == "json_schema" else None
 
 
 async def _run_async(cfg: EvalConfig, items: list[dict], ruler: list[dict], engines: list,
@@ -261,8 +271,9 @@ async def _run_async(cfg: EvalConfig, items: list[dict], ruler: list[dict], engi
     gen_sem = asyncio.Semaphore(max(1, cfg.max_in_flight))
     judge_sem = asyncio.Semaphore(max(1, cfg.max_in_flight))
     counter = {"generated": 0, "skipped": 0, "judge_calls": 0}
+    schema = judge_schema(cfg)
     if cfg.judge_enabled and judge_chat:
-        await _preflight(judge_chat(0), f"judge {cfg.judge.model!r}")
+        await _preflight(judge_chat(0), f"judge {cfg.judge.model!r}", schema)
 
     async def generation(i: int, item: dict, store: GenerationStore, prior: dict) -> dict:
         if item["id"] in prior:
@@ -295,7 +306,7 @@ async def _run_async(cfg: EvalConfig, items: list[dict], ruler: list[dict], engi
                             temperature=cfg.judge_temperature, max_tokens=cfg.judge_max_tokens,
                             max_model_len=cfg.judge.max_model_len,
                             max_attempts=cfg.judge_max_attempts,
-                            constrained=cfg.judge_constraint == "json_schema",
+                            schema=schema,
                             tokenizer=tokenizer, cache=cache, limiter=limiter,
                             item_id=item["id"])
                 for r in range(cfg.judge_samples)]
@@ -406,7 +417,11 @@ def build_results(cfg: EvalConfig, rows: list[dict], judgements: list[dict], rej
                       "backend": cfg.judge.backend, "base_url": cfg.judge.base_url,
                       "temperature": cfg.judge_temperature, "max_tokens": cfg.judge_max_tokens,
                       "samples": cfg.judge_samples, "max_attempts": cfg.judge_max_attempts,
-                      "constraint": cfg.judge_constraint, "prompt_version": J.PROMPT_VERSION,
+                      "constraint": "json_schema" if judge_schema(cfg) else "none",
+                      "analysis_max_chars": cfg.judge_analysis_max_chars,
+                      "schema_sha256": J.sha(json.dumps(judge_schema(cfg), sort_keys=True))
+                      if judge_schema(cfg) else None,
+                      "prompt_version": J.PROMPT_VERSION,
                       "prompt_hash": J.PROMPT_HASH, "max_model_len": cfg.judge.max_model_len},
             "word_count_mode": cfg.word_count_mode,
             "scoring": "S_l, S_q, S as published (NOTICE); S_q over judged responses only",

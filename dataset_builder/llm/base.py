@@ -1,7 +1,8 @@
 """Types shared by the engine backends."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field as dc_field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import Literal
 
 from dataset_builder.config import field

@@ -3,8 +3,13 @@ import re
 from transformers import AutoTokenizer
 
 from dataset_builder import prompts
-from dataset_builder.agentwrite import (AgentWriteConfig, parse_plan, plan_regex, step_sampling,
-                                        validate_plan)
+from dataset_builder.agentwrite import (
+    AgentWriteConfig,
+    parse_plan,
+    plan_regex,
+    step_sampling,
+    validate_plan,
+)
 
 PLAN = [{"main_point": "Origins of the festival", "words": 600},
         {"main_point": "Customs - food, family", "words": 800},

@@ -125,8 +125,23 @@ def test_engine_errors_count_as_attempts_and_never_raise():
 
 def test_unconstrained_mode_sends_no_schema():
     chat = FakeJudge([GOOD_TEXT])
-    judge(chat, constrained=False)
+    judge(chat, schema=None)
     assert chat.calls[0].json_schema is None
+
+
+def test_schema_puts_analysis_first_and_bounds_it_on_request():
+    s = J.judge_schema()
+    assert list(s["properties"]) == ["Analysis", *DIMENSIONS] == s["required"]
+    assert "maxLength" not in s["properties"]["Analysis"]
+    assert J.judge_schema(300)["properties"]["Analysis"]["maxLength"] == 300
+    for d in DIMENSIONS:
+        assert s["properties"][d]["enum"] == [1, 2, 3, 4, 5]
+
+
+def test_analysis_is_recorded():
+    answer = json.dumps({"Analysis": "Short and on topic.", **GOOD})
+    rec = judge(FakeJudge([answer]))
+    assert rec["analysis"] == "Short and on topic." and rec["ratings"] == GOOD
 
 
 def test_cache_makes_a_rerun_free(tmp_path):
@@ -137,8 +152,9 @@ def test_cache_makes_a_rerun_free(tmp_path):
     again = FakeJudge([])
     rec2 = judge(again, cache=cache)
     assert again.calls == [] and rec2["cached"] and rec2["ratings"] == GOOD
-    # A different replicate, judge model or response is a different key.
-    for kw in ({"replicate": 1}, {"judge_model": "other"}, {"response": "Violets are blue."}):
+    # A different replicate, judge model, response or answer schema is a different key.
+    for kw in ({"replicate": 1}, {"judge_model": "other"}, {"response": "Violets are blue."},
+               {"schema": J.judge_schema(100)}):
         chat = FakeJudge([GOOD_TEXT])
         judge(chat, cache=cache, **kw)
         assert len(chat.calls) == 1, kw

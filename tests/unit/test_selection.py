@@ -1,7 +1,12 @@
 import pytest
 
-from dataset_builder.selection import (assign_required, chinese_numeral, extract_required_words,
-                                       keep, parse_estimate)
+from dataset_builder.selection import (
+    assign_required,
+    chinese_numeral,
+    extract_required_words,
+    keep,
+    parse_estimate,
+)
 
 
 @pytest.mark.parametrize("prompt,words", [
