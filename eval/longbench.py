@@ -300,17 +300,24 @@ async def _run_async(cfg: EvalConfig, items: list[dict], ruler: list[dict], engi
         rec = await generation(i, item, gen_store, done)
         if rec["status"] != "ok" or not cfg.judge_enabled or judge_chat is None:
             return rec, []
-        jobs = [J.judge_one(counted(judge_chat(i * cfg.judge_samples + r)),
-                            instruction=item["prompt"], response=rec["response"] or "",
-                            judge_model=cfg.judge.model, replicate=r, seed=cfg.seed,
-                            temperature=cfg.judge_temperature, max_tokens=cfg.judge_max_tokens,
-                            max_model_len=cfg.judge.max_model_len,
-                            max_attempts=cfg.judge_max_attempts,
-                            schema=schema,
-                            tokenizer=tokenizer, cache=cache, limiter=limiter,
-                            item_id=item["id"])
-                for r in range(cfg.judge_samples)]
-        return rec, list(await asyncio.gather(*jobs))
+        # Every replicate of a response goes to the same judge actor, replicate 0 first and
+        # the rest after it: they share its whole prompt, which that judge's prefix cache (vLLM,
+        # or the OpenAI API's prompt caching) then serves instead of prefilling it again.
+        chat = counted(judge_chat(i))
+
+        def replicate(r: int):
+            return J.judge_one(chat, instruction=item["prompt"], response=rec["response"] or "",
+                               judge_model=cfg.judge.model, replicate=r, seed=cfg.seed,
+                               temperature=cfg.judge_temperature,
+                               max_tokens=cfg.judge_max_tokens,
+                               max_model_len=cfg.judge.max_model_len,
+                               max_attempts=cfg.judge_max_attempts, schema=schema,
+                               tokenizer=tokenizer, cache=cache, limiter=limiter,
+                               item_id=item["id"])
+
+        first = await replicate(0)
+        rest = await asyncio.gather(*(replicate(r) for r in range(1, cfg.judge_samples)))
+        return rec, [first, *rest]
 
     t0 = time.monotonic()
     n_lbw = len(items)

@@ -24,7 +24,10 @@ from dataset_builder.jobs import cli  # noqa: E402
 
 def main(cfg: GenerateConfig) -> dict:
     if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False)
+        address = os.environ.get("RAY_ADDRESS")  # set by `ray job submit`
+        # A fresh local Ray binds to loopback only.
+        ray.init(address=address, log_to_driver=False,
+                 **({} if address else {"_node_ip_address": "127.0.0.1"}))
     stats = run(cfg)
     if cfg.curate:
         from dataset_builder.curate.pipeline import CurateConfig, run_curation

@@ -42,14 +42,19 @@ class EngineActor:
         return self.engine.count_tokens(text)
 
     def metrics(self) -> dict:
-        return self.engine.metrics()
+        return {**self.engine.metrics(), "node_id": ray.get_runtime_context().get_node_id()}
 
     async def reset_prefix_cache(self) -> None:
         await self.engine.reset_prefix_cache()
 
 
 def start_engines(cfg: EngineConfig, n: int = 1, max_restarts: int = 3, **options) -> list:
-    """Start `n` EngineActors and wait until each engine is up (fails fast on a bad model)."""
+    """Start `n` EngineActors and wait until each engine is up (fails fast on a bad model).
+
+    SPREAD places replicas on different nodes where resources allow, so one lost node takes
+    down as few engines as possible.
+    """
+    options.setdefault("scheduling_strategy", "SPREAD")
     # max_task_retries=0: calls in flight when the actor dies fail back to the caller, which
     # resends them (pool.py) so the journal, not Ray, decides what is redone.
     remote = ray.remote(EngineActor).options(

@@ -38,7 +38,8 @@ def _overrides(tiny_model, demo_model, out, *extra):
 
 def test_full_run_then_rerun(tiny_engine, demo_judge, tiny_model, demo_model, tmp_path):
     out = tmp_path / "eval"
-    cfg = load_config(EvalConfig, TINY_YAML, _overrides(tiny_model, demo_model, out))
+    cfg = load_config(EvalConfig, TINY_YAML, _overrides(tiny_model, demo_model, out,
+                                                        "judge_samples=2"))
     res = run_eval(cfg, engines=[tiny_engine], judges=[demo_judge])
 
     # results.json: what was run, exactly.
@@ -49,7 +50,8 @@ def test_full_run_then_rerun(tiny_engine, demo_judge, tiny_model, demo_model, tm
                              "max_model_len": 4096, "seed": 42,
                              "per_sample_seed": "sha256(seed:gen:id)"}
     assert p["judge"]["model"] == demo_model and p["judge"]["prompt_hash"] == J.PROMPT_HASH
-    assert p["judge"]["samples"] == 1 and p["judge"]["constraint"] == "json_schema"
+    assert p["judge"]["samples"] == 2 and p["judge"]["constraint"] == "json_schema"
+    assert p["judge"]["schema_sha256"] and p["judge"]["analysis_max_chars"] == 200
     assert p["word_count_mode"] == "legacy" and p["code_version"] and p["config_hash"]
     assert len(p["data_sha256"]) == 64
     assert res["published_comparable"] is False
@@ -59,8 +61,9 @@ def test_full_run_then_rerun(tiny_engine, demo_judge, tiny_model, demo_model, tm
     c = res["coverage"]
     assert (c["benchmark_lines"], c["rejected_lines"], c["items"]) == (120, 0, 3)
     assert c["generated"] == 3 and c["generation_failed"] == 0
-    assert c["judge_replicates_ok"] + c["judge_replicates_failed"] == 3
-    assert c["judged"] == c["judge_replicates_ok"] >= 1   # the schema constraint holds
+    assert c["judge_replicates_expected"] == 6
+    assert c["judge_replicates_ok"] + c["judge_replicates_failed"] == 6
+    assert c["judged"] >= 1   # the schema constraint holds
     assert res["overall"]["n"] == 3 and res["overall"]["n_judged"] == c["judged"]
     assert 0 <= res["overall"]["S_l"] <= 100 and 0 <= res["overall"]["S_q"] <= 100
     assert sum(g["n"] for g in res["by_bucket"].values()) == 3
@@ -74,9 +77,14 @@ def test_full_run_then_rerun(tiny_engine, demo_judge, tiny_model, demo_model, tm
                   "prompt_tokens", "output_tokens", "seed", "s_l", "s_q"):
             assert k in r, k
         assert 0 < r["output_tokens"] <= 48 and r["finish_reason"] in ("stop", "length")
+        assert r["judge_ok"] + r["judge_failed"] == 2
+        if r["judge_ok"] == 2:
+            assert r["s_q_std"] is not None and r["s_q_std"] >= 0
     assert len({r["seed"] for r in rows}) == 3
     judgements = [json.loads(x) for x in (out / "judgements.jsonl").read_text().splitlines()]
-    assert len(judgements) == 3 and not any(j["cached"] for j in judgements)
+    assert len(judgements) == 6 and not any(j["cached"] for j in judgements)
+    assert sorted((j["id"], j["replicate"]) for j in judgements) == sorted(
+        (r["id"], k) for r in rows for k in (0, 1))
 
     # LongWrite-Ruler: 2 prompts x 2 lengths.
     assert res["ruler"]["n"] == 4 and set(res["ruler"]["per_length"]) == {"1000", "2000"}
@@ -94,11 +102,11 @@ def test_full_run_then_rerun(tiny_engine, demo_judge, tiny_model, demo_model, tm
     res2 = run_eval(cfg, engines=[tiny_engine], judges=[demo_judge])
     assert res2["run"]["generated"] == 0 and res2["run"]["skipped"] == 3 + 4
     ok_first = c["judge_replicates_ok"]
-    assert res2["run"]["judge_calls"] <= (3 - ok_first) * cfg.judge_max_attempts
+    assert res2["run"]["judge_calls"] <= (6 - ok_first) * cfg.judge_max_attempts
     judgements2 = [json.loads(x) for x in (out / "judgements.jsonl").read_text().splitlines()]
     assert sum(j["cached"] for j in judgements2) == ok_first
     assert res2["overall"]["S_l"] == res["overall"]["S_l"]
-    if ok_first == 3:
+    if ok_first == 6:
         assert res2["overall"]["S_q"] == res["overall"]["S_q"] and res2["run"]["judge_calls"] == 0
 
     # The job entrypoint, scoring stored responses only (no engine start), in unicode mode.
