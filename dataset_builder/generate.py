@@ -49,6 +49,10 @@ class GenerateConfig:
     progress: bool = field(True, help="Show a progress bar.")
     curate: bool = field(False, help="Run curation on the generations afterwards "
         "(into <output>/longwriter).")
+    curate_config: str = field("ray_jobs/configs/curate.yaml", help="Curation config file "
+        "used when curate is true (input/output/storage are set from this job).")
+    curate_set: list[str] = field(default_factory=list, help="Overrides for the curation "
+        "config, as with --set (e.g. filters.min_response_words=500).")
     engine: EngineConfig = field(default_factory=EngineConfig, help="The LLM engine.")
     agentwrite: AgentWriteConfig = field(default_factory=AgentWriteConfig, help="AgentWrite.")
     selection: SelectionConfig = field(default_factory=SelectionConfig, help="Selection.")
@@ -189,7 +193,10 @@ def _stats_json(cfg, stats, n_in, n_valid, n_selected, n_todo, engines, wall, to
     c = stats.c
     return {
         "instructions_in": n_in, "valid": n_valid, "selected": n_selected,
-        "scheduled_this_run": n_todo, "written_this_run": c["written"], "failed": c["failed"],
+        "scheduled_this_run": n_todo,
+        "planned_this_run": c["written"] + sum(v for k, v in stats.reasons.items()
+                                               if k.startswith("write_step")),
+        "written_this_run": c["written"], "failed": c["failed"],
         "rows_in_output": total_rows, "rejects_by_reason": stats.reasons,
         "mean_response_words": c["response_words"] / max(c["written"], 1),
         "output_tokens": c["output_tokens"], "prompt_tokens": c["step_prompt_tokens"],

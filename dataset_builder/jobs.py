@@ -42,3 +42,17 @@ def cli(cls, main: Callable, argv: list[str] | None = None, description: str = "
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def init_ray() -> None:
+    """Connect to the cluster `ray job submit` points at (RAY_ADDRESS), else start a fresh local
+    Ray bound to loopback. "local" (not auto-detect) so a stale cluster address file left on the
+    machine is never joined; set RAY_ADDRESS=auto to join a running `ray start` cluster."""
+    import os
+
+    import ray
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    extra = {} if address else {"address": "local", "_node_ip_address": "127.0.0.1"}
+    ray.init(**({"address": address} if address else {}), log_to_driver=False, **extra)

@@ -17,9 +17,10 @@ _LEGACY_WORD = re.compile(r"\b[a-zA-Z]+\b")
 # Unicode mode: every CJK ideograph block, kana and hangul syllables count one per character;
 # elsewhere a word is a run of letters/digits/marks, joined by an inner apostrophe or hyphen
 # ("don't", "state-of-the-art" are one word each).
-_UNICODE_CJK = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}]")
+_UNICODE_CJK = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}\p{Bopomofo}]")
+# Numbers keep their separators ("1,000", "3.14", "10:30" are one word each).
 _UNICODE_WORD = regex.compile(
-    r"[\p{L}\p{M}\p{N}]+(?:['\u2019\-\u2010\u2011][\p{L}\p{M}\p{N}]+)*"
+    r"\p{N}+(?:[.,:]\p{N}+)+|[\p{L}\p{M}\p{N}]+(?:['\u2019\-\u2010\u2011][\p{L}\p{M}\p{N}]+)*"
 )
 
 WORD_COUNT_MODES = ("legacy", "unicode")
@@ -29,8 +30,9 @@ def count_words(text: str | None, mode: str = "legacy") -> int:
     """Words in `text`: CJK characters count one each, plus words in other scripts.
 
     legacy:  as published with LongBench-Write: CJK U+4E00..U+9FFF + `\\b[a-zA-Z]+\\b`.
-    unicode: letters of every script, digits, contractions and hyphenated words as one word,
-             all CJK blocks, kana and hangul one per character.
+    unicode: letters of every script, numbers (with separators, "1,000"), contractions and
+             hyphenated words as one word; all CJK blocks, kana, hangul and bopomofo one per
+             character. Scripts written without spaces (Thai, Lao, Khmer) count one word per run.
     """
     if not text:
         return 0

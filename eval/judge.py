@@ -205,7 +205,11 @@ def fit_response(instruction: str, response: str, max_model_len: int, max_tokens
     """
     empty = judge_messages(instruction, "", truncated=True)
     if tokenizer is not None:
-        rendered = tokenizer.apply_chat_template(empty, tokenize=False, add_generation_prompt=True)
+        try:
+            rendered = tokenizer.apply_chat_template(empty, tokenize=False,
+                                                     add_generation_prompt=True)
+        except (ValueError, TypeError):  # no chat template: the message alone
+            rendered = empty[0]["content"]
         overhead = len(tokenizer(rendered, add_special_tokens=False)["input_ids"])
         ids = tokenizer(response, add_special_tokens=False)["input_ids"]
         budget = max_model_len - overhead - max_tokens - margin

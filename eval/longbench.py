@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from dataset_builder import storage
-from dataset_builder.config import config_hash
+from dataset_builder.config import ConfigError, config_hash
 from dataset_builder.llm.base import EngineError, Sampling
 from dataset_builder.text import count_words, detect_lang, stable_id
 from eval import judge as J
@@ -274,6 +274,8 @@ async def _run_async(cfg: EvalConfig, items: list[dict], ruler: list[dict], engi
     schema = judge_schema(cfg)
     if cfg.judge_enabled and judge_chat:
         await _preflight(judge_chat(0), f"judge {cfg.judge.model!r}", schema)
+    if cfg.generate and gen_chat and len(done) + len(ruler_done) < len(items) + len(ruler):
+        await _preflight(gen_chat(0), f"model under test {cfg.engine.model!r}", None)
 
     async def generation(i: int, item: dict, store: GenerationStore, prior: dict) -> dict:
         if item["id"] in prior:
@@ -442,6 +444,25 @@ def build_results(cfg: EvalConfig, rows: list[dict], judgements: list[dict], rej
     }
 
 
+def check_config(cfg: EvalConfig, engines_given: bool, judges_given: bool) -> None:
+    """One clear ConfigError for settings that cannot run, before any engine starts."""
+    problems = []
+    if cfg.generate and not engines_given and not cfg.engine.model:
+        problems.append("engine.model is required (the model under test)")
+    if cfg.judge_enabled and not judges_given and not cfg.judge.model:
+        problems.append("judge.model is required (or set judge_enabled=false)")
+    for name in ("judge_samples", "judge_max_attempts", "max_new_tokens", "judge_max_tokens",
+                 "num_engines", "num_judges", "max_in_flight"):
+        if getattr(cfg, name) < 1:
+            problems.append(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.limit < 0 or cfg.ruler_prompts < 0 or cfg.bootstrap_resamples < 0:
+        problems.append("limit, ruler_prompts and bootstrap_resamples must be >= 0")
+    if cfg.ruler and (not cfg.ruler_lengths or min(cfg.ruler_lengths) < 1):
+        problems.append(f"ruler_lengths must be positive, got {cfg.ruler_lengths}")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
 def run_eval(cfg: EvalConfig, engines: list | None = None, judges: list | None = None) -> dict:
     """The whole evaluation; engine/judge actors are started here unless given (then reused
     and left running). Returns results.json's content."""
@@ -450,6 +471,7 @@ def run_eval(cfg: EvalConfig, engines: list | None = None, judges: list | None =
     from dataset_builder.jobs import save_resolved_config
     from eval.report import write_report
 
+    check_config(cfg, engines is not None, judges is not None)
     items, rejects, meta = load_benchmark(cfg.data_dir, cfg.subset, cfg.storage)
     if cfg.limit:
         items = items[:cfg.limit]

@@ -20,18 +20,15 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import ray
 
 from dataset_builder import storage
 from dataset_builder.curate.pipeline import CurateConfig, run_curation
-from dataset_builder.jobs import cli
+from dataset_builder.jobs import cli, init_ray
 
 
 def main(cfg: CurateConfig) -> dict:
     storage.check_reachable(cfg.input, cfg.storage, must_exist=True)  # fail before starting Ray
-    if not ray.is_initialized():
-        # Under `ray job submit` RAY_ADDRESS points at the cluster; otherwise a local Ray.
-        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False)
+    init_ray()
     stats = run_curation(cfg)
     funnel = stats["funnel"]
     reasons = {r: n for s in funnel["stages"] for r, n in s["reasons"].items()}

@@ -20,15 +20,13 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import ray
 
-from dataset_builder.jobs import cli
+from dataset_builder.jobs import cli, init_ray
 from eval.config import EvalConfig
 
 
 def main(cfg: EvalConfig) -> dict:
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False)
+    init_ray()
     from eval.longbench import run_eval
 
     results = run_eval(cfg)

@@ -16,24 +16,30 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import ray  # noqa: E402
 
 from dataset_builder.generate import GenerateConfig, run  # noqa: E402
-from dataset_builder.jobs import cli  # noqa: E402
+from dataset_builder.jobs import cli, init_ray  # noqa: E402
+
+
+def curate(cfg: GenerateConfig, stats: dict) -> None:
+    from dataset_builder.config import load_config
+    from dataset_builder.curate.pipeline import CurateConfig, run_curation
+
+    out = cfg.output.rstrip("/")
+    ccfg = load_config(CurateConfig, cfg.curate_config,
+                       [f"input={out}/generations", f"output={out}/longwriter", *cfg.curate_set])
+    ccfg.storage = cfg.storage
+    funnel = run_curation(ccfg)["funnel"]
+    stats["curation"] = funnel
+    print(f"curated: {out}/longwriter  rows in {funnel['rows_in']} -> out {funnel['rows_out']} "
+          f"(report: {out}/longwriter/report.md)")
 
 
 def main(cfg: GenerateConfig) -> dict:
-    if not ray.is_initialized():
-        address = os.environ.get("RAY_ADDRESS")  # set by `ray job submit`
-        # A fresh local Ray binds to loopback only.
-        ray.init(address=address, log_to_driver=False,
-                 **({} if address else {"_node_ip_address": "127.0.0.1"}))
+    init_ray()
     stats = run(cfg)
     if cfg.curate:
-        from dataset_builder.curate.pipeline import CurateConfig, run_curation
-        curated = f"{cfg.output.rstrip('/')}/longwriter"
-        stats["curation"] = run_curation(CurateConfig(
-            input=f"{cfg.output.rstrip('/')}/generations", output=curated, storage=cfg.storage))
+        curate(cfg, stats)
     summary = {k: stats[k] for k in ("instructions_in", "selected", "written_this_run",
                                      "failed", "rows_in_output", "output_tokens_per_s",
                                      "prefix_hit_rate_write_steps", "wall_seconds")}

@@ -40,7 +40,7 @@ def ray_local(moto_s3):
     """
     import ray
     if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
                  _node_ip_address="127.0.0.1",  # keep all traffic on loopback
                  runtime_env={"env_vars": {"TOKENIZERS_PARALLELISM": "false"}})
     yield ray

@@ -47,8 +47,14 @@ class EngineConfig:
         "False on GPU for throughput).")
     enable_prefix_caching: bool = field(True, help="vllm: reuse KV of shared prompt prefixes "
         "(AgentWrite steps share instruction+plan+text so far).")
+    block_size: int | None = field(None, help="vllm: KV-cache block size in tokens (None: the "
+        "engine's default, 128 on CPU). Prefix caching reuses whole blocks only, so 32 raises "
+        "reuse between AgentWrite steps on CPU; on GPU the default (16) is already fine.")
     max_num_seqs: int = field(128, help="vllm: most sequences the engine batches at once.")
     gpu_memory_utilization: float = field(0.9, help="vllm on GPU: share of GPU memory for the engine.")
+    cpu_reserved_cores: int | None = field(0, help="vllm on CPU: cores kept away from the "
+        "model worker for vLLM's scheduler process (VLLM_CPU_NUM_OF_RESERVED_CPU; None: vLLM's "
+        "default of 1). On 2 cores, 0 measured 273 vs 163 output tok/s at batch 64.")
     cpu_kvcache_gib: int = field(4, help="vllm on CPU: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE).")
     tensor_parallel_size: int = field(1, help="vllm: GPUs per engine.")
     num_gpus: float = field(0.0, help="Ray resources: GPUs per engine actor (0 on CPU).")

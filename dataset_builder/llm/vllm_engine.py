@@ -19,10 +19,19 @@ def _check_model(model: str) -> None:
         raise EngineError(f"model path does not exist or has no config.json: {model}")
 
 
+def _cpu_threads(cfg: EngineConfig) -> None:
+    """vLLM binds its CPU worker's OpenMP threads to all cores but the reserved ones (it sets
+    OMP_NUM_THREADS itself, overriding Ray's one-thread default); the engine processes inherit
+    this environment."""
+    if cfg.cpu_reserved_cores is not None:
+        os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(cfg.cpu_reserved_cores)
+
+
 class VLLMEngine:
     def __init__(self, cfg: EngineConfig):
         _check_model(cfg.model)
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.cpu_kvcache_gib))
+        _cpu_threads(cfg)
         from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
@@ -32,6 +41,7 @@ class VLLMEngine:
             model=cfg.model, dtype=cfg.dtype, max_model_len=cfg.max_model_len,
             enforce_eager=cfg.enforce_eager, enable_prefix_caching=cfg.enable_prefix_caching,
             max_num_seqs=cfg.max_num_seqs, seed=cfg.seed,
+            **({"block_size": cfg.block_size} if cfg.block_size else {}),
             tensor_parallel_size=cfg.tensor_parallel_size,
             gpu_memory_utilization=cfg.gpu_memory_utilization,
             disable_log_stats=True,

@@ -299,3 +299,39 @@ def test_coverage_denominators_never_hide_failures(tmp_path):
     assert res["published_comparable"] is False
     assert any("limit" in w for w in res["not_comparable_because"])
     assert any("rejected" in w for w in res["not_comparable_because"])
+
+
+# ----------------------------------------------------------------------------- generation
+
+def test_generation_failure_is_a_record_and_success_counts_words(tmp_path):
+    from eval.longbench import GenerationStore, generate_one, generation_hash
+    cfg = EvalConfig(output=str(tmp_path), max_new_tokens=64)
+    item = {"id": "x1", "line": 1, "prompt": "Write 100 words.", "type": "t", "lang": "en",
+            "required_length": 100, "bucket": "[0,500)"}
+    bad = asyncio.run(generate_one(FakeJudge([EngineError("prompt_too_long: 9000 tokens")]),
+                                   item, cfg, "h"))
+    assert bad["status"] == "error" and "prompt_too_long" in bad["error"]
+    assert bad["response"] is None and bad["seed"] == J.derive_seed(42, "gen", "x1")
+    good = asyncio.run(generate_one(FakeJudge(["Don't stop: 中文 words here."]), item, cfg, "h"))
+    assert good["status"] == "ok" and good["finish_reason"] == "stop"
+    assert (good["output_words_legacy"], good["output_words_unicode"]) == (7, 6)
+    assert good["output_tokens"] == 5 and good["max_new_tokens"] == 64
+    # The store reuses a response only under the same generation hash.
+    store = GenerationStore(str(tmp_path / "gens"))
+    store.save({**good, "generation_hash": generation_hash(cfg)})
+    assert list(store.load(generation_hash(cfg))[0]) == ["x1"]
+    other = EvalConfig(output=str(tmp_path), max_new_tokens=64, temperature=0.0)
+    assert store.load(generation_hash(other)) == ({}, 1)
+
+
+def test_unrunnable_config_fails_before_any_engine_starts(tmp_path):
+    from dataset_builder.config import ConfigError
+    from dataset_builder.storage import StorageError
+    from eval.longbench import run_eval
+    with pytest.raises(ConfigError, match="engine.model is required"):
+        run_eval(EvalConfig(output=str(tmp_path)))
+    with pytest.raises(ConfigError, match="judge_samples must be >= 1"):
+        run_eval(EvalConfig(output=str(tmp_path), judge_samples=0), engines=[], judges=[])
+    with pytest.raises(StorageError, match="input not found"):
+        run_eval(EvalConfig(output=str(tmp_path), data_dir=str(tmp_path / "missing"),
+                            generate=False, judge_enabled=False))

@@ -11,3 +11,10 @@ def test_ids_and_lang():
     assert stable_id("Write  About Cats") == stable_id("write about cats")
     assert normalize_prompt("Ａ  b") == "a b"
     assert detect_lang("写一篇文章 about") == "zh" and detect_lang("Write an essay") == "en"
+
+
+def test_unicode_mode_numbers_contractions_and_scripts():
+    text = "1,000 people and 3.14 pies at 10:30, don't state-of-the-art"
+    assert count_words(text, "unicode") == 9
+    assert count_words("ㄅㄆㄇ かな 한국", "unicode") == 7
+    assert count_words(text) == 11  # legacy: letters only, split at ' and -

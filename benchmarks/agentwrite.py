@@ -1,0 +1,181 @@
+"""AgentWrite scheduling benchmark (DESIGN.md §8): one engine, one model, one instruction set.
+
+    python benchmarks/agentwrite.py                       # demo model, 64 instructions
+    python benchmarks/agentwrite.py --instructions 16 --model /path/to/model
+
+Plans are generated once (the real plan step, regex-constrained) and shared by every scheduler;
+every write step's length is forced from its plan budget (min_tokens = max_tokens, ignore_eos),
+so the schedulers differ only in scheduling. The prefix cache is reset before each run.
+  pipeline   whole-instruction coroutines, refilled as they finish (what the engine actor does)
+  replay     the exact prompts the pipeline sent, all at once, no dependencies (the ceiling)
+  reference  the original AgentWrite loop: 8 workers, each walks one instruction step by step
+  round      one pass per step with a barrier between steps (stage-per-step pipelines)
+  append     the pipeline again with layout=append (prefix reuse only)
+Prints a table; the last line is one JSON object. Also writes out/benchmarks/agentwrite.json.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from dataset_builder import prompts  # noqa: E402
+from dataset_builder.agentwrite import (  # noqa: E402
+    AgentWriteConfig,
+    Journal,
+    _plan,
+    run_instruction,
+    step_sampling,
+)
+from dataset_builder.llm import EngineConfig  # noqa: E402
+from dataset_builder.text import stable_id  # noqa: E402
+
+TOPICS = ["urban rivers", "solar power", "the history of tea", "deep-sea life", "public libraries",
+          "bicycle commuting", "volcanoes", "bees and pollination", "early computers",
+          "mountain railways", "coral reefs", "the printing press", "desert cities",
+          "night skies", "ancient roads", "sleep science"]
+FORMS_EN = ["Write a detailed essay about {t}.", "Write a long magazine feature on {t}."]
+FORMS_ZH = ["请写一篇关于{t}的长篇文章。", "请以{t}为主题写一篇详细的报告。"]
+
+
+def instructions(n: int) -> list[dict]:
+    rows = []
+    for i in range(n):
+        t = TOPICS[i % len(TOPICS)]
+        forms = FORMS_ZH if i % 4 == 3 else FORMS_EN
+        p = forms[(i // len(TOPICS)) % 2].format(t=t) + f" (variant {i})"
+        rows.append({"id": stable_id(p), "prompt": p, "required_words": None, "lang": "en"})
+    return rows
+
+
+class Recorder:
+    """Wraps the engine: records every write request (messages, sampling) and its usage."""
+
+    def __init__(self, engine):
+        self.engine, self.calls = engine, []
+
+    async def chat(self, messages, sampling):
+        c = await self.engine.chat(messages, sampling)
+        self.calls.append((messages, sampling, c))
+        return c
+
+    def count_tokens(self, text):
+        return self.engine.count_tokens(text)
+
+
+async def _timed(engine, coro_fn):
+    await engine.reset_prefix_cache()
+    rec = Recorder(engine)
+    t0 = time.perf_counter()
+    await coro_fn(rec)
+    wall = time.perf_counter() - t0
+    out = sum(c.output_tokens for _, _, c in rec.calls)
+    prompt = sum(c.prompt_tokens for _, _, c in rec.calls)
+    cached = sum(c.cached_tokens for _, _, c in rec.calls)
+    return {"seconds": wall, "output_tokens": out, "requests": len(rec.calls),
+            "tok_s": out / wall, "prefix_hit_rate": cached / max(prompt, 1)}, rec
+
+
+def _seed_journal(rows, plans) -> str:
+    d = tempfile.mkdtemp(prefix="bench-journal-")
+    for r in rows:
+        Journal(d, r["id"]).save(0, plans[r["id"]])
+    return d
+
+
+async def _pipeline(rows, plans, cfg, in_flight):
+    journal = _seed_journal(rows, plans)
+    sem = asyncio.Semaphore(in_flight)
+
+    async def one(rec, r):
+        async with sem:
+            return await run_instruction(rec, r, cfg, journal)
+    return lambda rec: asyncio.gather(*(one(rec, r) for r in rows))
+
+
+async def _round(rows, plans, cfg):
+    async def go(rec):
+        texts = {r["id"]: [] for r in rows}
+        for k in range(1, max(len(p["plan"]) for p in plans.values()) + 1):
+            todo = [r for r in rows if len(plans[r["id"]]["plan"]) >= k]
+
+            async def step(r, k=k):
+                plan = plans[r["id"]]["plan"]
+                msgs = prompts.write_messages(r["prompt"], plan, texts[r["id"]], cfg.layout)
+                c = await rec.chat(msgs, step_sampling(plan[k - 1]["words"], cfg, 0))
+                texts[r["id"]].append(c.text.strip())
+            await asyncio.gather(*(step(r) for r in todo))  # the barrier
+    return go
+
+
+async def main(args) -> dict:
+    from dataset_builder.llm.vllm_engine import VLLMEngine
+    from dataset_builder.models import demo_model
+
+    ecfg = EngineConfig(model=args.model or str(demo_model()), max_model_len=4096,
+                        max_num_seqs=args.max_num_seqs, cpu_kvcache_gib=4,
+                        block_size=args.block_size)
+    engine = VLLMEngine(ecfg)
+    cfg = AgentWriteConfig(max_paragraphs=args.max_paragraphs, min_paragraph_words=60,
+                           max_paragraph_words=args.max_words, rescale_plan=True,
+                           max_main_point_chars=100, tokens_per_word=1.0, force_lengths=True,
+                           plan_retries=5)
+    rows = instructions(args.instructions)
+    plans = {}
+    for r, res in zip(rows, await asyncio.gather(*(_plan(engine, r, cfg) for r in rows),
+                                                 return_exceptions=True)):
+        if not isinstance(res, Exception):
+            plans[r["id"]] = res[1]
+    rows = [r for r in rows if r["id"] in plans]
+    results = {}
+    results["pipeline"], rec = await _timed(engine, await _pipeline(rows, plans, cfg, args.in_flight))
+    write_calls = [(m, s) for m, s, _ in rec.calls]
+    results["replay"], _ = await _timed(engine, lambda e: asyncio.gather(
+        *(e.chat(m, s) for m, s in write_calls)))
+    results["reference"], _ = await _timed(engine, await _pipeline(rows, plans, cfg, 8))
+    results["round"], _ = await _timed(engine, await _round(rows, plans, cfg))
+    append = dataclasses.replace(cfg, layout="append")
+    results["append"], _ = await _timed(engine, await _pipeline(rows, plans, append, args.in_flight))
+    engine.shutdown()
+    return _report(results, len(rows))
+
+
+def _report(results: dict, n: int) -> dict:
+    print(f"{'scheduler':<10} {'seconds':>8} {'requests':>8} {'out tok':>8} {'tok/s':>8} {'prefix hit':>10}")
+    for name, r in results.items():
+        print(f"{name:<10} {r['seconds']:>8.1f} {r['requests']:>8} {r['output_tokens']:>8} "
+              f"{r['tok_s']:>8.1f} {r['prefix_hit_rate']:>10.2%}")
+    p = results["pipeline"]["tok_s"]
+    summary = {
+        "pipeline_vs_replay": round(p / results["replay"]["tok_s"], 3),
+        "pipeline_vs_reference": round(p / results["reference"]["tok_s"], 3),
+        "pipeline_vs_round": round(p / results["round"]["tok_s"], 3),
+        "prefix_hit_rate_paper": round(results["pipeline"]["prefix_hit_rate"], 4),
+        "prefix_hit_rate_append": round(results["append"]["prefix_hit_rate"], 4),
+        "instructions": n, "output_tokens": results["pipeline"]["output_tokens"],
+        "tok_s": {k: round(v["tok_s"], 1) for k, v in results.items()},
+    }
+    os.makedirs("out/benchmarks", exist_ok=True)
+    with open("out/benchmarks/agentwrite.json", "w") as f:
+        json.dump({"summary": summary, "runs": results}, f, indent=2)
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--instructions", type=int, default=64)
+    ap.add_argument("--model", default=None, help="model dir (default: the demo model)")
+    ap.add_argument("--max-paragraphs", type=int, default=4)
+    ap.add_argument("--max-words", type=int, default=120, help="largest step budget (tokens)")
+    ap.add_argument("--max-num-seqs", type=int, default=128)
+    ap.add_argument("--in-flight", type=int, default=128)
+    ap.add_argument("--block-size", type=int, default=32, help="KV block size (prefix-cache grain)")
+    asyncio.run(main(ap.parse_args()))
