@@ -60,3 +60,18 @@ def detect_lang(text: str) -> str:
     cjk = len(_LEGACY_CJK.findall(text))
     letters = sum(ch.isalpha() for ch in text)
     return "zh" if letters and cjk / letters > 0.2 else "en"
+
+
+def length_score(required: float, produced: float) -> float:
+    """S_l of one response as published with LongBench-Write; `produced == 0` scores 0 (the
+    published code divides by zero there; the limit of its formula is 0). Shared by curation's
+    length-adherence filter and eval's scoring."""
+    if isinstance(required, bool) or not required > 0:
+        raise ValueError(f"required length must be positive, got {required!r}")
+    if isinstance(produced, bool) or produced is None or produced < 0:
+        raise ValueError(f"produced length must be >= 0, got {produced!r}")
+    if produced == 0:
+        return 0.0
+    if produced > required:
+        return 100.0 * max(0.0, 1.0 - (produced / required - 1.0) / 3.0)
+    return 100.0 * max(0.0, 1.0 - (required / produced - 1.0) / 2.0)

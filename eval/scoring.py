@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
+from dataset_builder.text import length_score  # noqa: F401  (S_l lives with count_words)
+
 DIMENSIONS = ("Relevance", "Accuracy", "Coherence", "Clarity", "Breadth and Depth",
               "Reading Experience")
 
@@ -22,20 +24,6 @@ DIMENSIONS = ("Relevance", "Accuracy", "Coherence", "Clarity", "Breadth and Dept
 BUCKETS = (("[0,500)", 0, 500, False), ("[500,2k)", 500, 2000, False),
            ("[2k,4k)", 2000, 4000, False), ("[4k,20k]", 4000, 20000, True))
 OVER_20K = "(20k,inf)"  # only custom data reaches it; kept as its own bucket, never dropped
-
-
-def length_score(required: float, produced: float) -> float:
-    """S_l of one response as published; `produced == 0` scores 0 (the published code divides
-    by zero there; the limit of its formula is 0)."""
-    if isinstance(required, bool) or not required > 0:
-        raise ValueError(f"required length must be positive, got {required!r}")
-    if isinstance(produced, bool) or produced is None or produced < 0:
-        raise ValueError(f"produced length must be >= 0, got {produced!r}")
-    if produced == 0:
-        return 0.0
-    if produced > required:
-        return 100.0 * max(0.0, 1.0 - (produced / required - 1.0) / 3.0)
-    return 100.0 * max(0.0, 1.0 - (required / produced - 1.0) / 2.0)
 
 
 def dimension_score(rating: float) -> float:

@@ -18,7 +18,7 @@ import numpy as np
 from dataset_builder.config import field
 from dataset_builder.curate.postprocess import split_paragraphs
 from dataset_builder.instructions import MAX_PROMPT_CHARS
-from dataset_builder.text import count_words, detect_lang
+from dataset_builder.text import count_words, detect_lang, length_score
 
 _TOKEN = re.compile(r"[\u4e00-\u9fff]|[^\W_]+")
 
@@ -148,16 +148,6 @@ def validate(raw: dict, max_response_chars: int) -> tuple[dict | None, str]:
 
 # ---------------------------------------------------------------------------------------------
 # Quality filters
-
-def length_score(required: int, produced: int) -> float:
-    """S_l of LongBench-Write for one output: 100 at the required length, linear penalty
-    (over-length 1/3 as steep per ratio unit, under-length 1/2), floored at 0."""
-    if produced <= 0:
-        return 0.0
-    if produced > required:
-        return 100.0 * max(0.0, 1.0 - (produced / required - 1.0) / 3.0)
-    return 100.0 * max(0.0, 1.0 - (required / produced - 1.0) / 2.0)
-
 
 def repeated_ngram_fraction(tokens: list[str], n: int) -> float:
     """Fraction of tokens covered by n-grams that already occurred earlier in the text."""

@@ -17,4 +17,4 @@ def test_unicode_mode_numbers_contractions_and_scripts():
     text = "1,000 people and 3.14 pies at 10:30, don't state-of-the-art"
     assert count_words(text, "unicode") == 9
     assert count_words("ㄅㄆㄇ かな 한국", "unicode") == 7
-    assert count_words(text) == 11  # legacy: letters only, split at ' and -
+    assert count_words(text) == 10  # legacy: letter runs only, split at ' and -
