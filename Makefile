@@ -28,7 +28,7 @@ models: setup
 
 demo: models
 	$(PY) ray_jobs/generate.py --config ray_jobs/configs/demo.yaml \
-		--set engine.model=$$($(MODELS) | head -1) --set output=./data/demo
+		--set engine.model=$$($(MODELS) demo) --set output=./data/demo
 
 test: models
 	$(PY) -m pytest -q tests

