@@ -40,6 +40,7 @@ bench: models
 	$(PY) benchmarks/agentwrite.py
 	$(PY) benchmarks/dedup.py
 	$(PY) benchmarks/eval.py
+	$(PY) benchmarks/engine.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

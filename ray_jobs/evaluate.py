@@ -2,11 +2,12 @@
 
 Locally (starts a local Ray if none is running; tiny CPU model, demo model as judge):
     python ray_jobs/evaluate.py --config ray_jobs/configs/eval_tiny.yaml \
-        --set engine.model=$(python -m dataset_builder.models | tail -1) \
-        --set judge.model=$(python -m dataset_builder.models | head -1) --set output=./data/eval
-As published (vLLM model under test on GPUs, GPT-4o as judge; OPENAI_API_KEY in the env):
-    ray job submit --address http://HEAD:8265 --working-dir . \
-        --runtime-env-json '{"env_vars": {"OPENAI_API_KEY": "..."}}' -- \
+        --set engine.model=$(python -m dataset_builder.models tiny) \
+        --set judge.model=$(python -m dataset_builder.models demo) --set output=./data/eval
+As published (vLLM model under test on GPUs, GPT-4o as judge). OPENAI_API_KEY must be in the
+environment of the cluster's nodes (a secrets manager or the node setup), not in
+--runtime-env-json, whose values the dashboard shows to anyone who can open it:
+    ray job submit --address http://HEAD:8265 --working-dir . -- \
         python ray_jobs/evaluate.py --config ray_jobs/configs/eval.yaml \
         --set engine.model=THUDM/LongWriter-llama3.1-8b --set output=s3://bucket/eval/r1
 Reruns into the same output skip finished generations and cached judgements.

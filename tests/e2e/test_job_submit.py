@@ -29,8 +29,10 @@ def ray_head(moto_s3):
     token = secrets.token_hex(32)
     tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
     port, dash = free_port(), free_port()
+    # PATH: `python` in a job entrypoint must be this venv's, as on a cluster whose image has
+    # the project installed.
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
-           "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0"}
+           "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
     r = _run([f"{BIN}/ray", "start", "--head", f"--port={port}", "--dashboard-host=127.0.0.1",
               f"--dashboard-port={dash}", "--num-cpus=3", f"--temp-dir={tmp}",
               "--node-ip-address=127.0.0.1",
