@@ -70,9 +70,9 @@ def test_submit_without_or_with_wrong_token_is_rejected(ray_head, tmp_path):
 def test_generate_job_writes_records_to_s3(ray_head, tiny_model, moto_s3, tmp_path):
     address, env, token = ray_head
     run = f"s3://test-bucket/e2e-{tmp_path.name}"
-    storage.write_bytes_atomic(f"{run}/in.jsonl", b"\n".join(json.dumps(
-        {"prompt": p}, ensure_ascii=False).encode() for p in [
-        "Write a 3000-word essay on rivers.", "请写一篇3000字的文章，介绍长城。", "{bad json"]))
+    lines = [json.dumps({"prompt": p}, ensure_ascii=False).encode() for p in [
+        "Write a 3000-word essay on rivers.", "请写一篇3000字的文章，介绍长城。"]]
+    storage.write_bytes_atomic(f"{run}/in.jsonl", b"\n".join([*lines, b"{bad json"]))
     t0 = time.time()
     r = _submit(address, env, "python", "ray_jobs/generate.py", "--config",
                 "ray_jobs/configs/tiny.yaml", "--set", f"engine.model={tiny_model}",
