@@ -49,6 +49,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 errors.append(str(e))
         raise ConfigError(errors[0] if errors else f"{key}: invalid value {value!r}")
     if origin is typing.Literal:
+        if isinstance(value, bool) and value not in args:
+            # YAML 1.1 reads off/no/on/yes as booleans; map them back to a string option.
+            words = ("on", "yes", "true") if value else ("off", "no", "false")
+            value = next((w for w in words if w in args), value)
         if value not in args:
             raise ConfigError(f"{key}: {value!r} is not one of {list(args)}")
         return value

@@ -31,8 +31,9 @@ def curate(cfg: GenerateConfig, stats: dict) -> None:
     ccfg.storage = cfg.storage
     funnel = run_curation(ccfg)["funnel"]
     stats["curation"] = funnel
+    reasons = {r: n for s in funnel["stages"] for r, n in s["reasons"].items()}
     print(f"curated: {out}/longwriter  rows in {funnel['rows_in']} -> out {funnel['rows_out']} "
-          f"(report: {out}/longwriter/report.md)")
+          f"(dropped: {json.dumps(reasons)}; report: {out}/longwriter/report.md)")
 
 
 def main(cfg: GenerateConfig) -> dict:

@@ -66,3 +66,9 @@ def test_shipped_configs_load():
     for name in ("demo", "gpu", "tiny"):
         cfg = load_config(GenerateConfig, f"ray_jobs/configs/{name}.yaml")
         assert cfg.input and cfg.output
+
+
+def test_yaml_boolean_words_map_back_to_literal_options():
+    from dataset_builder.curate.pipeline import CurateConfig
+    cfg = load_config(CurateConfig, None, ["input=a", "output=b", "filters.truncation=off"])
+    assert cfg.filters.truncation == "off"
