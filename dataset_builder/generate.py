@@ -21,6 +21,7 @@ from dataset_builder import instructions as ins
 from dataset_builder import prompts, records, selection, storage
 from dataset_builder.agentwrite import AgentWriteConfig
 from dataset_builder.config import config_hash, field, to_dict
+from dataset_builder.jobs import code_version
 from dataset_builder.llm.actor import start_engines
 from dataset_builder.llm.base import EngineConfig, Sampling
 from dataset_builder.pool import run_pool
@@ -136,7 +137,7 @@ def run(cfg: GenerateConfig, actors: list | None = None) -> dict:
 
     gen_uri = storage.join(out, "generations")
     writer = storage.DatasetWriter(gen_uri, cfg.storage, extra={
-        "config": to_dict(cfg), "config_hash": config_hash(cfg), "code_version": _version()})
+        "config": to_dict(cfg), "config_hash": config_hash(cfg), "code_version": code_version("dataset_builder")})
     done = set(storage.read_dataset(gen_uri, cfg.storage).column("id").to_pylist()
                if writer.manifest["files"] else [])
     old_rejects = storage.read_dataset(storage.join(out, "_rejects"), cfg.storage)
@@ -209,15 +210,3 @@ def _stats_json(cfg, stats, n_in, n_valid, n_selected, n_todo, engines, wall, to
                     for m in engines],
         "layout": cfg.agentwrite.layout, "model": cfg.engine.model,
     }
-
-
-def _version() -> str:
-    import subprocess
-
-    import dataset_builder
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                             text=True, timeout=5).stdout.strip()
-    except Exception:
-        sha = ""
-    return f"{dataset_builder.__version__}+{sha}" if sha else dataset_builder.__version__

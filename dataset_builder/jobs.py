@@ -56,3 +56,21 @@ def init_ray() -> None:
     address = os.environ.get("RAY_ADDRESS")
     extra = {} if address else {"address": "local", "_node_ip_address": "127.0.0.1"}
     ray.init(**({"address": address} if address else {}), log_to_driver=False, **extra)
+
+
+def code_version(*package_dirs: str) -> str:
+    """Package version + hash of the given source folders (paths relative to the repo root).
+
+    A content hash, not a git revision: `ray job submit --working-dir` ships no .git, and a
+    stage's outputs should be invalidated by a change of its own code only.
+    """
+    import hashlib
+    from pathlib import Path
+
+    import dataset_builder
+    root = Path(dataset_builder.__file__).resolve().parent.parent
+    h = hashlib.sha256()
+    for d in package_dirs or ("dataset_builder",):
+        for path in sorted((root / d).rglob("*.py")):
+            h.update(str(path.relative_to(root)).encode() + path.read_bytes())
+    return f"{dataset_builder.__version__}+{h.hexdigest()[:12]}"

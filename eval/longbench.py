@@ -14,17 +14,16 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import subprocess
 import time
 from collections.abc import Awaitable, Callable
 
-from dataset_builder import storage
+from dataset_builder import jobs, storage
 from dataset_builder.config import ConfigError, config_hash
 from dataset_builder.llm.base import EngineError, Sampling
 from dataset_builder.text import count_words, detect_lang, stable_id
 from eval import judge as J
 from eval import scoring
-from eval.config import REPO_ROOT, EvalConfig, resolve_data_dir
+from eval.config import EvalConfig, resolve_data_dir
 from eval.ruler import ruler_items, ruler_summary
 
 FULL_FILE = "longbench_write.jsonl"
@@ -209,21 +208,8 @@ async def generate_one(chat: J.ChatFn, item: dict, cfg: EvalConfig, gen_hash: st
 # --------------------------------------------------------------------------- code version
 
 def code_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-    try:
-        pkg = version("longwriter-ray")
-    except PackageNotFoundError:
-        pkg = "unknown"
-    try:
-        root = str(REPO_ROOT)
-        rev = subprocess.run(["git", "-C", root, "rev-parse", "--short=12", "HEAD"],
-                             capture_output=True, text=True, timeout=10, check=False).stdout.strip()
-        dirty = subprocess.run(["git", "-C", root, "status", "--porcelain", "--", "eval",
-                                "dataset_builder"], capture_output=True, text=True,
-                               timeout=10, check=False).stdout.strip()
-        return f"{pkg}+git.{rev}{'.dirty' if dirty else ''}" if rev else pkg
-    except (OSError, subprocess.SubprocessError):
-        return pkg
+    """Hash of the evaluation and shared code (works without .git, e.g. under job submit)."""
+    return jobs.code_version("eval", "dataset_builder")
 
 
 # --------------------------------------------------------------------------- the run

@@ -21,7 +21,6 @@ import io
 import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -29,8 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-import dataset_builder
-from dataset_builder import storage
+from dataset_builder import jobs, storage
 from dataset_builder.config import ConfigError, config_hash, field, to_dict
 from dataset_builder.curate import report, shards
 from dataset_builder.curate.dedup import (
@@ -348,11 +346,8 @@ def decide_duplicates(keys: pa.Table | None, cfg: DedupConfig
 # Driver
 
 def code_version() -> str:
-    """Package version + hash of this stage's source: a code change invalidates old outputs."""
-    h = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        h.update(path.name.encode() + path.read_bytes())
-    return f"{dataset_builder.__version__}+{h.hexdigest()[:12]}"
+    """This stage's source hash: a change of curation code invalidates old outputs."""
+    return jobs.code_version("dataset_builder/curate")
 
 
 def input_fingerprint(manifest: dict) -> str:
