@@ -66,9 +66,6 @@ class Recorder:
         self.calls.append((messages, sampling, c))
         return c
 
-    def count_tokens(self, text):
-        return self.engine.count_tokens(text)
-
 
 async def _timed(engine, coro_fn):
     await engine.reset_prefix_cache()

@@ -43,7 +43,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import httpx
 
 from dataset_builder.llm.base import EngineConfig, Sampling
-from dataset_builder.llm.server import start_server, stop_server
+from dataset_builder.llm.server import free_port, start_server, stop_server
 from eval import judge as J
 from eval.scoring import DIMENSIONS, quality_score
 
@@ -61,13 +61,6 @@ SENTENCES = [
     "Several open questions remain, and they deserve further attention.",
     "Students often find the topic confusing at first, but practice helps.",
 ]
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def reset_prefix_cache(base: str) -> None:

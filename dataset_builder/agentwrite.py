@@ -17,7 +17,7 @@ from typing import Literal
 from dataset_builder import prompts, storage
 from dataset_builder.config import field
 from dataset_builder.llm.base import EngineError, Sampling
-from dataset_builder.text import count_words
+from dataset_builder.text import count_words, refusal
 
 
 @dataclass
@@ -48,10 +48,6 @@ class AgentWriteConfig:
     temperature: float = field(0.8, help="Sampling temperature for plan and write steps.")
     top_p: float = field(0.95, help="Nucleus sampling for plan and write steps.")
     seed: int = field(0, help="Base seed; each request's seed derives from (id, step, attempt).")
-
-
-REFUSAL = re.compile(r"^\s*(I'm sorry|I am sorry|I cannot|I can't|As an AI|抱歉|对不起|作为一个?AI)",
-                     re.IGNORECASE)
 
 
 def plan_regex(cfg: AgentWriteConfig) -> str:
@@ -195,7 +191,7 @@ async def _write_step(engine, inst, plan, paragraphs, cfg) -> dict:
         text = c.text.strip()
         if not text:
             last = "empty_output"
-        elif REFUSAL.match(text) and not cfg.force_lengths:
+        elif refusal(text) and not cfg.force_lengths:
             last = "refusal"
         else:
             return {"prompt_hash": prompt_hash(msgs), "text": text, **_usage(c)}

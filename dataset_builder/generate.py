@@ -110,11 +110,10 @@ class Stats:
         self.reasons[key] = self.reasons.get(key, 0) + 1
 
 
-def _write_rejects(cfg, out: str, rejects: list[dict]) -> None:
+def _write_rejects(cfg, out: str, rejects: list[dict], old: list[dict]) -> None:
     """Append rejects not already recorded (same stage, id, line): reruns add no duplicates."""
     uri = storage.join(out, "_rejects")
-    old = storage.read_dataset(uri, cfg.storage)
-    seen = {(r["stage"], r["id"], r["line"]) for r in (old.to_pylist() if old else [])}
+    seen = {(r["stage"], r["id"], r["line"]) for r in old}
     new = [r for r in rejects if (r["stage"], r.get("id"), r.get("line")) not in seen]
     w = storage.DatasetWriter(uri, cfg.storage)
     if w.write([{k: r.get(k) for k in records.REJECT.names} for r in new], records.REJECT):
@@ -140,10 +139,10 @@ def run(cfg: GenerateConfig, actors: list | None = None) -> dict:
         "config": to_dict(cfg), "config_hash": config_hash(cfg), "code_version": code_version("dataset_builder")})
     done = set(storage.read_dataset(gen_uri, cfg.storage).column("id").to_pylist()
                if writer.manifest["files"] else [])
-    old_rejects = storage.read_dataset(storage.join(out, "_rejects"), cfg.storage)
-    if old_rejects is not None and not cfg.retry_rejects:
-        done |= {r["id"] for r in old_rejects.to_pylist()
-                 if r["id"] and r["stage"] not in ("input", "dedup")}
+    old_table = storage.read_dataset(storage.join(out, "_rejects"), cfg.storage)
+    old_rejects = old_table.to_pylist() if old_table is not None else []
+    if not cfg.retry_rejects:
+        done |= {r["id"] for r in old_rejects if r["id"] and r["stage"] not in ("input", "dedup")}
     own = actors is None
     actors = actors or start_engines(cfg.engine, cfg.num_engines)
     selected = _select(cfg, actors, rows, rejects)
@@ -180,7 +179,7 @@ def run(cfg: GenerateConfig, actors: list | None = None) -> dict:
     if buf:
         writer.write(buf, records.GENERATION)
     writer.commit()
-    _write_rejects(cfg, out, rejects)
+    _write_rejects(cfg, out, rejects, old_rejects)
     engines = ray.get([a.metrics.remote() for a in actors])
     result = _stats_json(cfg, stats, n_in, len(rows), len(selected), len(todo), engines,
                          time.time() - t0, writer.manifest["rows"])

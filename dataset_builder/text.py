@@ -75,3 +75,31 @@ def length_score(required: float, produced: float) -> float:
     if produced > required:
         return 100.0 * max(0.0, 1.0 - (produced / required - 1.0) / 3.0)
     return 100.0 * max(0.0, 1.0 - (required / produced - 1.0) / 2.0)
+
+
+# Refusal and apology boilerplate at the start of a text (English and Chinese). Shared by
+# AgentWrite (retry a refused step) and curation (drop refused responses).
+_REFUSAL = [re.compile(p, re.IGNORECASE) for p in (
+    r"\bas an ai(?: language)? (?:model|assistant)\b",
+    r"^[\s#*>]*(?:i'?m|i am) (?:very |so |truly )?sorry,? but\b",
+    r"^[\s#*>]*i (?:must )?apologi[sz]e,? but\b",
+    (r"^[\s#*>]*(?:i'?m|i am) (?:very |so |truly )?sorry,? (?:but )?i (?:can(?:'|no)?t|cannot|"
+     r"am unable to|won'?t|will not)\b"),
+    (r"^[\s#*>]*(?:sorry|unfortunately),? (?:but )?i (?:can(?:'|no)?t|cannot|am unable to|"
+     r"won'?t|will not)\b"),
+    (r"^[\s#*>]*i (?:can(?:'|no)?t|cannot|am unable to|am not able to|won'?t) (?:help|assist|"
+     r"fulfil+|comply|provide|write|create|complete|generate|produce)\b"),
+    r"作为(?:一个|一名)?(?:人工智能|AI)(?:语言模型|助手|模型)",
+    r"^[\s#*>]*(?:很|非常)?(?:抱歉|对不起)[，,]?(?:但是?)?我(?:无法|不能|没办法)",
+    r"^[\s#*>]*我(?:无法|不能)(?:满足|完成|提供|协助|帮助|撰写|生成)",
+)]
+
+
+def refusal(text: str, head_chars: int = 300) -> str | None:
+    """The refusal phrase that opens `text` (within `head_chars`), or None."""
+    head = text.lstrip()[:head_chars]
+    for pattern in _REFUSAL:
+        m = pattern.search(head)
+        if m:
+            return m.group(0).strip()
+    return None

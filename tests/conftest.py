@@ -6,18 +6,13 @@ that needs one; tests must not shut them down.
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 
+from dataset_builder.llm.server import free_port  # noqa: F401  (tests import it from here)
+
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

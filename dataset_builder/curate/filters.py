@@ -18,7 +18,7 @@ import numpy as np
 from dataset_builder.config import field
 from dataset_builder.curate.postprocess import split_paragraphs
 from dataset_builder.instructions import MAX_PROMPT_CHARS
-from dataset_builder.text import count_words, detect_lang, length_score
+from dataset_builder.text import count_words, detect_lang, length_score, refusal
 
 _TOKEN = re.compile(r"[\u4e00-\u9fff]|[^\W_]+")
 
@@ -194,20 +194,6 @@ class Truncated(Filter):
         return True, ""
 
 
-_REFUSAL = [re.compile(p, re.IGNORECASE) for p in (
-    r"\bas an ai(?: language)? (?:model|assistant)\b",
-    r"^[\s#*>]*(?:i'?m|i am) (?:very |so |truly )?sorry,? but\b",
-    r"^[\s#*>]*i (?:must )?apologi[sz]e,? but\b",
-    (r"^[\s#*>]*(?:sorry|unfortunately),? (?:but )?i (?:can(?:'|no)?t|cannot|am unable to|"
-     r"won'?t|will not)\b"),
-    (r"^[\s#*>]*i (?:can(?:'|no)?t|cannot|am unable to|am not able to|won'?t) (?:help|assist|"
-     r"fulfil+|comply|provide|write|create|complete|generate|produce)\b"),
-    r"作为(?:一个|一名)?(?:人工智能|AI)(?:语言模型|助手|模型)",
-    r"^[\s#*>]*(?:很|非常)?(?:抱歉|对不起)[，,]?(?:但是?)?我(?:无法|不能|没办法)",
-    r"^[\s#*>]*我(?:无法|不能)(?:满足|完成|提供|协助|帮助|撰写|生成)",
-)]
-
-
 @dataclass
 class Refusal(Filter):
     head_chars: int = 300
@@ -215,11 +201,9 @@ class Refusal(Filter):
 
     def __call__(self, row):
         for para in row["paragraphs"]:
-            head = para.lstrip()[:self.head_chars]
-            for pattern in _REFUSAL:
-                m = pattern.search(head)
-                if m:
-                    return self.reject(repr(m.group(0).strip())[:80])
+            hit = refusal(para, self.head_chars)
+            if hit:
+                return self.reject(repr(hit)[:80])
         return True, ""
 
 

@@ -38,9 +38,6 @@ class EngineActor:
         return await run_instruction(self.engine, instruction, agentwrite_cfg, journal_uri,
                                      storage_cfg)
 
-    def count_tokens(self, text: str) -> int:
-        return self.engine.count_tokens(text)
-
     def metrics(self) -> dict:
         return {**self.engine.metrics(), "node_id": ray.get_runtime_context().get_node_id()}
 

@@ -15,6 +15,14 @@ from pathlib import Path
 import httpx
 
 
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def start_server(model: str, port: int, max_model_len: int, log: Path,
                  served_name: str = "judge", api_key: str | None = None,
                  timeout_s: float = 420) -> subprocess.Popen:

@@ -70,9 +70,6 @@ class VLLMEngine:
                                                   add_generation_prompt=True)
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
     def _params(self, s: Sampling):
         from vllm.sampling_params import SamplingParams, StructuredOutputsParams
 
