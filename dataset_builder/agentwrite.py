@@ -148,12 +148,21 @@ class Rejected(Exception):
         self.stage, self.reason = stage, reason
 
 
+def plan_messages(inst: dict, cfg: AgentWriteConfig) -> list[dict]:
+    return prompts.plan_messages(inst["prompt"], inst.get("required_words"),
+                                 cfg.min_paragraph_words, cfg.max_paragraph_words)
+
+
+def step_messages(inst: dict, plan: list[dict], paragraphs: list[str], cfg: AgentWriteConfig
+                  ) -> list[dict]:
+    """The write request for step len(paragraphs) + 1 in the configured layout."""
+    return prompts.write_messages(inst["prompt"], plan, paragraphs, cfg.layout,
+                                  plan_messages(inst, cfg))
+
+
 async def _plan(engine, inst: dict, cfg: AgentWriteConfig) -> tuple[list[dict], dict]:
     req = inst.get("required_words")
-    hint = f"The answer must be about {req} words long in total.\n\n" if req else ""
-    msgs = [{"role": "user", "content": prompts.PLAN_PROMPT.format(
-        instruction=inst["prompt"], length_hint=hint, min_words=cfg.min_paragraph_words,
-        max_words=cfg.max_paragraph_words)}]
+    msgs = plan_messages(inst, cfg)
     reasons = []
     for attempt in range(cfg.plan_retries):
         s = Sampling(cfg.temperature, cfg.top_p, max_tokens=plan_max_tokens(cfg),
@@ -177,7 +186,7 @@ def _usage(c) -> dict:
 
 async def _write_step(engine, inst, plan, paragraphs, cfg) -> dict:
     k = len(paragraphs) + 1
-    msgs = prompts.write_messages(inst["prompt"], plan, paragraphs, cfg.layout)
+    msgs = step_messages(inst, plan, paragraphs, cfg)
     last = "empty_output"
     for attempt in range(cfg.step_retries + 1):
         s = step_sampling(plan[k - 1]["words"], cfg, _seed(cfg, inst["id"], k, attempt))
@@ -215,7 +224,7 @@ async def run_instruction(engine, inst: dict, cfg: AgentWriteConfig, journal_uri
         for k in range(1, len(plan) + 1):
             paragraphs = [s["text"] for s in steps[1:]]
             entry = done.get(k)
-            expect = prompt_hash(prompts.write_messages(inst["prompt"], plan, paragraphs, cfg.layout))
+            expect = prompt_hash(step_messages(inst, plan, paragraphs, cfg))
             if entry and entry["prompt_hash"] == expect:
                 resumed += 1
             else:  # not journaled, or journaled under another prompt (config changed): write it

@@ -26,8 +26,12 @@ class OpenAIEngine:
         self._sem = asyncio.Semaphore(cfg.max_concurrency)
         key = os.environ.get(cfg.api_key_env, "")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
+        # httpx pools at most 100 connections by default, which would quietly cap
+        # max_concurrency; size the pool to it.
+        limits = httpx.Limits(max_connections=cfg.max_concurrency,
+                              max_keepalive_connections=cfg.max_concurrency)
         self._client = httpx.AsyncClient(base_url=cfg.base_url.rstrip("/"), headers=headers,
-                                         timeout=cfg.request_timeout_s)
+                                         timeout=cfg.request_timeout_s, limits=limits)
         self.stats = {"requests": 0, "retries": 0, "prompt_tokens": 0, "output_tokens": 0}
 
     def _body(self, messages: list[dict], s: Sampling) -> dict:

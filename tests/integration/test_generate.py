@@ -83,6 +83,24 @@ def test_bad_input_rerun_and_resume_local(tiny_engine, tiny_model, tmp_path):
     assert resumed["resumed_steps"] == sum(len(x["paragraphs"]) + 1 for x in gens)
 
 
+def test_append_layout_extends_the_plan_conversation(tiny_engine, tiny_model, tmp_path):
+    """layout=append on the real engine: step 1 is a short turn after the plan the model just
+    wrote, so at least the plan prompt's whole KV blocks come from the prefix cache; each later
+    step reuses the previous step's prompt the same way."""
+    block = 128  # vLLM's CPU default; the shared tiny engine sets no block_size
+    cfg = _cfg(tiny_model, "unused", tmp_path / "o", "agentwrite.layout=append")
+    inst = {"id": "append-layout", "prompt": GOOD[0], "required_words": 3000, "lang": "en"}
+    res = ray.get(tiny_engine.run_instruction.remote(inst, str(tmp_path / "journal"),
+                                                     cfg.agentwrite))
+    assert res["status"] == "ok", res
+    r = res["record"]
+    prompts_, cached = r["step_prompt_tokens"], r["step_cached_tokens"]
+    assert r["layout"] == "append" and len(prompts_) == len(r["plan"]) + 1 >= 2
+    for k in range(1, len(prompts_)):  # step k reuses request k-1 (k=1: the plan request)
+        assert prompts_[k] > prompts_[k - 1]
+        assert cached[k] >= prompts_[k - 1] // block * block > 0, (k, prompts_, cached)
+
+
 def test_s3_input_and_output(tiny_engine, tiny_model, moto_s3, tmp_path):
     inp = _input(f"s3://test-bucket/{tmp_path.name}/in.jsonl")
     out = f"s3://test-bucket/{tmp_path.name}/run"

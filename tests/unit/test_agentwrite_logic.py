@@ -1,5 +1,6 @@
 import re
 
+import pytest
 from transformers import AutoTokenizer
 
 from dataset_builder import prompts
@@ -56,13 +57,22 @@ def test_layouts_share_prefixes(tiny_model):
         return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
 
     paras = ["First paragraph text.", "Second paragraph text."]
-    # append: step 3's prompt starts with step 2's prompt + step 2's output
-    p2 = ids(prompts.write_messages("Task", PLAN, paras[:1], "append"))
-    p3 = ids(prompts.write_messages("Task", PLAN, paras, "append"))
-    assert p3.startswith(p2 + paras[1])
+    plan_req = prompts.plan_messages("Task", 2600, 100, 1500)
+    # append: step 1 extends the plan conversation (plan prompt + the plan as the model's turn),
+    # and step 3's prompt starts with step 2's prompt + step 2's output
+    p1 = ids(prompts.write_messages("Task", PLAN, [], "append", plan_req))
+    plan_turn = ids(plan_req) + prompts.format_plan(PLAN)
+    assert p1.startswith(plan_turn) and len(p1) - len(plan_turn) < 400
+    p2 = ids(prompts.write_messages("Task", PLAN, paras[:1], "append", plan_req))
+    p3 = ids(prompts.write_messages("Task", PLAN, paras, "append", plan_req))
+    assert p2.startswith(p1 + paras[0]) and p3.startswith(p2 + paras[1])
+    with pytest.raises(ValueError, match="plan request"):
+        prompts.write_messages("Task", PLAN, [], "append")
     # paper: step 3's prompt shares instruction + plan + text so far (through paragraph 1)
     q2 = ids(prompts.write_messages("Task", PLAN, paras[:1], "paper"))
     q3 = ids(prompts.write_messages("Task", PLAN, paras, "paper"))
     common = len(q2[: q2.index(paras[0]) + len(paras[0])])
     assert q3[:common] == q2[:common]
-    assert q3.rstrip().endswith("word counts.<|im_end|>\n<|im_start|>assistant".rstrip())
+    # ...and only a short tail (the step itself) follows the text so far
+    tail = q3[q3.index(paras[1]) + len(paras[1]):]
+    assert tail.startswith("\n\nNow write paragraph 3 (") and len(tail) < 200, tail

@@ -1,0 +1,69 @@
+"""Top-p (nucleus) masking for vLLM on CPU without sorting the whole vocabulary.
+
+vLLM's CPU sampler applies top-p by sorting every row of the logits ([batch, vocab]) each step.
+Measured here (SmolLM2-135M, 49,152-token vocabulary, 2 cores, 128 forced tokens): 598 output
+tok/s at batch 128 greedy, 293 with temperature 0.8 / top_p 0.95, so the sort costs about as
+much as the model. This module computes the same mask from the top K logits (a partial
+selection): when the K most likely tokens already hold at least p of the probability, the nucleus
+lies inside them and the mask is exactly the full-sort mask (up to float rounding at the
+boundary); rows where it does not (a very flat distribution) fall back to vLLM's own full sort.
+
+It is installed into vLLM's worker processes as a vLLM general plugin (entry point
+`vllm.general_plugins` in pyproject.toml), on CPU only; LONGWRITER_FAST_TOP_P=0 turns it off.
+There is no maintained CPU alternative to use instead: vLLM's fast samplers (FlashInfer, aiter)
+are GPU-only.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+TOP_K_WINDOW = 256  # covers top_p <= 0.95 for nearly every row of a trained model's logits
+
+
+def top_p_from_top_k(logits: torch.Tensor, p: torch.Tensor, full_sort, window: int = TOP_K_WINDOW
+                     ) -> torch.Tensor:
+    """Mask (in place, -inf) every token outside each row's nucleus `p`; return `logits`.
+    `full_sort(logits, k, p)` is the exact fallback for rows whose nucleus is wider than
+    `window` tokens. Rows with p >= 1 are left as they are (no nucleus cut)."""
+    window = min(window, logits.shape[-1])
+    vals, idx = logits.topk(window, dim=-1)                        # descending
+    probs = (vals.float() - torch.logsumexp(logits.float(), dim=-1, keepdim=True)).exp()
+    higher = probs.cumsum(dim=-1) - probs                          # mass ranked above each token
+    p = p.to(probs.dtype)
+    cut = p < 1.0                                                  # p >= 1: no nucleus cut
+    inside = cut & (probs.sum(dim=-1) >= p)                        # the nucleus fits the window
+    wider = cut & ~inside
+    rows = inside.nonzero().squeeze(1)
+    if rows.numel():
+        # A token is kept iff the mass ranked above it is < p (the full sort's rule, read from
+        # the top); the most likely token always stays.
+        kept = vals[rows].masked_fill(higher[rows] >= p[rows].unsqueeze(1), float("-inf"))
+        sub = torch.full((rows.numel(), logits.shape[-1]), float("-inf"), dtype=logits.dtype)
+        logits[rows] = sub.scatter_(1, idx[rows], kept)
+    rows = wider.nonzero().squeeze(1)
+    if rows.numel():
+        logits[rows] = full_sort(logits[rows], None, p[rows])
+    return logits
+
+
+def register() -> None:
+    """vLLM general plugin (runs in every vLLM process): swap in the windowed top-p on CPU."""
+    if os.environ.get("LONGWRITER_FAST_TOP_P", "1") == "0":
+        return
+    from vllm.platforms import current_platform
+    if not current_platform.is_cpu():
+        return
+    from vllm.v1.sample.ops import topk_topp_sampler as ops
+    if getattr(ops.apply_top_k_top_p, "_longwriter", False):
+        return
+    full = ops.apply_top_k_top_p
+
+    def apply_top_k_top_p(logits, k, p):
+        if p is None or k is not None or logits.dim() != 2:
+            return full(logits, k, p)  # top-k (alone or with top-p) keeps vLLM's path
+        return top_p_from_top_k(logits, p, full)
+
+    apply_top_k_top_p._longwriter = True
+    ops.apply_top_k_top_p = apply_top_k_top_p
