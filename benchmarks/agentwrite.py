@@ -15,10 +15,10 @@ same for every scheduler).
   round      one pass per step with a barrier between steps (stage-per-step pipelines)
   append     the pipeline again with layout=append (prefix reuse only)
 Prints a table; the last line is one JSON object. Also writes out/benchmarks/agentwrite.json.
-The default run takes about 36 minutes on 2 CPU cores (41k output tokens per scheduler).
-What bounds the ratios there: the engine's own throughput rises only ~1.8x from batch 8 to 128
-and is nearly flat beyond batch 32 (benchmarks/engine.py), so neither 8 workers nor barriers
-cost as much as they do on a GPU.
+The default run takes about 28 minutes on 2 CPU cores (~44k output tokens per scheduler).
+What bounds the ratios there: prefill and long-context attention cost the same under every
+scheduler and only decoding gains from batching, so the replay ceiling itself is only ~1.56x
+reference and ~1.05x round scheduling on this machine (2026-11-25); see README "Benchmarks".
 """
 from __future__ import annotations
 
