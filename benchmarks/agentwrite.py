@@ -7,8 +7,8 @@ Plans are generated once (the real plan step, regex-constrained, 5 to 8 paragrap
 words: the paper's plans are longer still) and shared by every scheduler; every write step's
 length is forced from its plan budget (min_tokens = max_tokens, ignore_eos), so the schedulers
 differ only in scheduling. Before each run the prefix cache is reset and then holds what the
-plan step leaves in a real run: each instruction's plan prompt + plan (prefilled, untimed, the
-same for every scheduler).
+plan step leaves in a real run for later steps to reuse: each instruction's plan prompt
+(prefilled, untimed, the same for every scheduler).
   pipeline   whole-instruction coroutines, refilled as they finish (what the engine actor does)
   replay     the exact prompts the pipeline sent, all at once, no dependencies (the ceiling)
   reference  the original AgentWrite loop: 8 workers, each walks one instruction step by step
@@ -33,7 +33,6 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dataset_builder import prompts  # noqa: E402
 from dataset_builder.agentwrite import (  # noqa: E402
     AgentWriteConfig,
     Journal,
@@ -78,13 +77,14 @@ class Recorder:
 
 
 async def _warm_plans(engine, rows, plans, cfg) -> None:
-    """Leave in the prefix cache what each plan step leaves: plan prompt + plan tokens."""
+    """Leave in the prefix cache what each plan step leaves that later steps can reuse: the
+    plan prompt. (The plan's own tokens, decoded under the plan regex, are not the canonical
+    tokenization of its text, so a real run never matches them: measured, 241 generated vs 211
+    re-tokenized tokens, different from the first.)"""
     async def one(r):
-        ids = engine.render(plan_messages(r, cfg)) + engine.tokenizer(
-            prompts.format_plan(plans[r["id"]]["plan"]), add_special_tokens=False)["input_ids"]
         params = engine._params(Sampling(temperature=0.0, max_tokens=1))
-        async for _ in engine.engine.generate({"prompt_token_ids": ids}, params,
-                                              request_id=f"warm-{r['id']}-{time.time_ns()}"):
+        async for _ in engine.engine.generate({"prompt_token_ids": engine.render(plan_messages(r, cfg))},
+                                              params, request_id=f"warm-{r['id']}-{time.time_ns()}"):
             pass
     await asyncio.gather(*(one(r) for r in rows))
 
@@ -128,7 +128,7 @@ async def _round(rows, plans, cfg):
 
             async def step(r, k=k):
                 plan = plans[r["id"]]["plan"]
-                msgs = step_messages(r, plan, texts[r["id"]], cfg)
+                msgs = step_messages(r, plan, texts[r["id"]], cfg, plans[r["id"]]["text"])
                 c = await rec.chat(msgs, step_sampling(plan[k - 1]["words"], cfg, 0))
                 texts[r["id"]].append(c.text.strip())
             await asyncio.gather(*(step(r) for r in todo))  # the barrier

@@ -153,11 +153,12 @@ def plan_messages(inst: dict, cfg: AgentWriteConfig) -> list[dict]:
                                  cfg.min_paragraph_words, cfg.max_paragraph_words)
 
 
-def step_messages(inst: dict, plan: list[dict], paragraphs: list[str], cfg: AgentWriteConfig
-                  ) -> list[dict]:
-    """The write request for step len(paragraphs) + 1 in the configured layout."""
+def step_messages(inst: dict, plan: list[dict], paragraphs: list[str], cfg: AgentWriteConfig,
+                  plan_text: str | None = None) -> list[dict]:
+    """The write request for step len(paragraphs) + 1 in the configured layout (`plan_text`:
+    the plan step's raw answer, which the append layout replays verbatim)."""
     return prompts.write_messages(inst["prompt"], plan, paragraphs, cfg.layout,
-                                  plan_messages(inst, cfg))
+                                  plan_messages(inst, cfg), plan_text)
 
 
 async def _plan(engine, inst: dict, cfg: AgentWriteConfig) -> tuple[list[dict], dict]:
@@ -184,9 +185,9 @@ def _usage(c) -> dict:
             "cached_tokens": c.cached_tokens, "finish_reason": c.finish_reason}
 
 
-async def _write_step(engine, inst, plan, paragraphs, cfg) -> dict:
+async def _write_step(engine, inst, plan, paragraphs, cfg, plan_text=None) -> dict:
     k = len(paragraphs) + 1
-    msgs = step_messages(inst, plan, paragraphs, cfg)
+    msgs = step_messages(inst, plan, paragraphs, cfg, plan_text)
     last = "empty_output"
     for attempt in range(cfg.step_retries + 1):
         s = step_sampling(plan[k - 1]["words"], cfg, _seed(cfg, inst["id"], k, attempt))
@@ -224,12 +225,14 @@ async def run_instruction(engine, inst: dict, cfg: AgentWriteConfig, journal_uri
         for k in range(1, len(plan) + 1):
             paragraphs = [s["text"] for s in steps[1:]]
             entry = done.get(k)
-            expect = prompt_hash(step_messages(inst, plan, paragraphs, cfg))
+            expect = prompt_hash(step_messages(inst, plan, paragraphs, cfg,
+                                               plan_entry.get("text")))
             if entry and entry["prompt_hash"] == expect:
                 resumed += 1
             else:  # not journaled, or journaled under another prompt (config changed): write it
                 done = {}  # later journal entries depend on this step's text: drop them
-                entry = await _write_step(engine, inst, plan, paragraphs, cfg)
+                entry = await _write_step(engine, inst, plan, paragraphs, cfg,
+                                          plan_entry.get("text"))
                 journal.save(k, entry)
             steps.append(entry)
     except Rejected as r:

@@ -72,19 +72,21 @@ def format_plan(plan: list[dict]) -> str:
 
 
 def write_messages(instruction: str, plan: list[dict], paragraphs: list[str], layout: str,
-                   plan_request: list[dict] | None = None) -> list[dict]:
+                   plan_request: list[dict] | None = None, plan_text: str | None = None
+                   ) -> list[dict]:
     """Chat messages for the next step (len(paragraphs) + 1) in the given layout.
-    `plan_request` (append layout): the plan step's messages, which the conversation extends;
-    the plan turn is the validated plan (budgets as used, rescaled or not)."""
+    `plan_request` (append layout): the plan step's messages, which the conversation extends.
+    `plan_text`: the plan exactly as the model wrote it, so its cached KV is reused (a
+    reformatted or rescaled plan would differ after a few tokens); the step turns carry the
+    budgets actually used. Without it, the validated plan is formatted."""
     k = len(paragraphs) + 1
-    plan_text = format_plan(plan)
     if layout == "paper":
         return [{"role": "user", "content": WRITE_PROMPT.format(
-            instruction=instruction, plan=plan_text, text="\n\n".join(paragraphs),
+            instruction=instruction, plan=format_plan(plan), text="\n\n".join(paragraphs),
             step=step_label(k, plan[k - 1]))}]
     if plan_request is None:
         raise ValueError("layout 'append' needs the plan request's messages")
-    msgs = [*plan_request, {"role": "assistant", "content": plan_text},
+    msgs = [*plan_request, {"role": "assistant", "content": plan_text or format_plan(plan)},
             {"role": "user", "content": APPEND_FIRST.format(step=step_label(1, plan[0]))}]
     for i, text in enumerate(paragraphs, start=1):
         msgs += [{"role": "assistant", "content": text},

@@ -66,6 +66,10 @@ def test_layouts_share_prefixes(tiny_model):
     p2 = ids(prompts.write_messages("Task", PLAN, paras[:1], "append", plan_req))
     p3 = ids(prompts.write_messages("Task", PLAN, paras, "append", plan_req))
     assert p2.startswith(p1 + paras[0]) and p3.startswith(p2 + paras[1])
+    # the plan turn replays the model's raw plan when given (its KV is what the cache holds)
+    raw = "Paragraph 1 - Main Point: Origins  - Word Count: 90 words\n"
+    r1 = ids(prompts.write_messages("Task", PLAN, [], "append", plan_req, raw))
+    assert r1.startswith(ids(plan_req) + raw)
     with pytest.raises(ValueError, match="plan request"):
         prompts.write_messages("Task", PLAN, [], "append")
     # paper: step 3's prompt shares instruction + plan + text so far (through paragraph 1)
