@@ -76,16 +76,13 @@ class Recorder:
         return c
 
 
-async def _warm_plans(engine, rows, plans, cfg) -> None:
+async def _warm_plans(engine, rows, cfg) -> None:
     """Leave in the prefix cache what each plan step leaves that later steps can reuse: the
     plan prompt. (The plan's own tokens, decoded under the plan regex, are not the canonical
     tokenization of its text, so a real run never matches them: measured, 241 generated vs 211
     re-tokenized tokens, different from the first.)"""
     async def one(r):
-        params = engine._params(Sampling(temperature=0.0, max_tokens=1))
-        async for _ in engine.engine.generate({"prompt_token_ids": engine.render(plan_messages(r, cfg))},
-                                              params, request_id=f"warm-{r['id']}-{time.time_ns()}"):
-            pass
+        await engine.chat(plan_messages(r, cfg), Sampling(temperature=0.0, max_tokens=1))
     await asyncio.gather(*(one(r) for r in rows))
 
 
@@ -157,7 +154,7 @@ async def main(args) -> dict:
     results = {}
 
     def warm():
-        return _warm_plans(engine, rows, plans, cfg)
+        return _warm_plans(engine, rows, cfg)
     results["pipeline"], rec = await _timed(engine, await _pipeline(rows, plans, cfg, args.in_flight),
                                             warm)
     write_calls = [(m, s) for m, s, _ in rec.calls]

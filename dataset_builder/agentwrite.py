@@ -185,12 +185,11 @@ def _usage(c) -> dict:
             "cached_tokens": c.cached_tokens, "finish_reason": c.finish_reason}
 
 
-async def _write_step(engine, inst, plan, paragraphs, cfg, plan_text=None) -> dict:
-    k = len(paragraphs) + 1
-    msgs = step_messages(inst, plan, paragraphs, cfg, plan_text)
+async def _write_step(engine, inst, msgs: list[dict], k: int, words: int, cfg) -> dict:
+    """Step k from its request `msgs` (built once by the caller, which also hashes it)."""
     last = "empty_output"
     for attempt in range(cfg.step_retries + 1):
-        s = step_sampling(plan[k - 1]["words"], cfg, _seed(cfg, inst["id"], k, attempt))
+        s = step_sampling(words, cfg, _seed(cfg, inst["id"], k, attempt))
         try:
             c = await engine.chat(msgs, s)
         except EngineError as e:
@@ -225,14 +224,12 @@ async def run_instruction(engine, inst: dict, cfg: AgentWriteConfig, journal_uri
         for k in range(1, len(plan) + 1):
             paragraphs = [s["text"] for s in steps[1:]]
             entry = done.get(k)
-            expect = prompt_hash(step_messages(inst, plan, paragraphs, cfg,
-                                               plan_entry.get("text")))
-            if entry and entry["prompt_hash"] == expect:
+            msgs = step_messages(inst, plan, paragraphs, cfg, plan_entry.get("text"))
+            if entry and entry["prompt_hash"] == prompt_hash(msgs):
                 resumed += 1
             else:  # not journaled, or journaled under another prompt (config changed): write it
                 done = {}  # later journal entries depend on this step's text: drop them
-                entry = await _write_step(engine, inst, plan, paragraphs, cfg,
-                                          plan_entry.get("text"))
+                entry = await _write_step(engine, inst, msgs, k, plan[k - 1]["words"], cfg)
                 journal.save(k, entry)
             steps.append(entry)
     except Rejected as r:
