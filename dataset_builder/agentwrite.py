@@ -23,8 +23,8 @@ from dataset_builder.text import count_words, refusal
 @dataclass
 class AgentWriteConfig:
     layout: Literal["paper", "append"] = field("paper", help="Write-step prompt layout: paper "
-        "(one user turn: instruction, plan, text so far, step) or append (a growing chat; "
-        "higher prefix-cache reuse).")
+        "(one user turn: instruction, plan, text so far, step) or append (the plan conversation "
+        "goes on, one short user turn per paragraph; higher prefix-cache reuse).")
     min_paragraphs: int = field(1, help="Fewest paragraphs a plan may have.")
     max_paragraphs: int = field(50, help="Most paragraphs a plan may have (the paper: <= 50).")
     min_paragraph_words: int = field(100, help="Smallest word budget per paragraph.")
