@@ -7,7 +7,7 @@ Plans are generated once (the real plan step, regex-constrained, 5 to 8 paragrap
 words: the paper's plans are longer still) and shared by every scheduler; every write step's
 length is forced from its plan budget (min_tokens = max_tokens, ignore_eos), so the schedulers
 differ only in scheduling. Before each run the prefix cache is reset and then holds what the
-plan step leaves in a real run for later steps to reuse: each instruction's plan prompt
+plan step leaves in a real run: each instruction's plan prompt and the plan's generated ids
 (prefilled, untimed, the same for every scheduler).
   pipeline   whole-instruction coroutines, refilled as they finish (what the engine actor does)
   replay     the exact prompts the pipeline sent, all at once, no dependencies (the ceiling)
@@ -76,13 +76,14 @@ class Recorder:
         return c
 
 
-async def _warm_plans(engine, rows, cfg) -> None:
-    """Leave in the prefix cache what each plan step leaves that later steps can reuse: the
-    plan prompt. (The plan's own tokens, decoded under the plan regex, are not the canonical
-    tokenization of its text, so a real run never matches them: measured, 241 generated vs 211
-    re-tokenized tokens, different from the first.)"""
+async def _warm_plans(engine, rows, plans, cfg) -> None:
+    """Leave in the prefix cache what each plan step leaves in a real run: the plan prompt
+    followed by the ids the model generated for the plan (a prefill of the unfinished
+    assistant turn; its end-of-turn id is dropped, as the plan step never computes its KV)."""
     async def one(r):
-        await engine.chat(plan_messages(r, cfg), Sampling(temperature=0.0, max_tokens=1))
+        p = plans[r["id"]]
+        turn = {"role": "assistant", "content": p["text"], "token_ids": p["token_ids"]}
+        await engine.chat([*plan_messages(r, cfg), turn], Sampling(temperature=0.0, max_tokens=1))
     await asyncio.gather(*(one(r) for r in rows))
 
 
@@ -119,15 +120,15 @@ async def _pipeline(rows, plans, cfg, in_flight):
 
 async def _round(rows, plans, cfg):
     async def go(rec):
-        texts = {r["id"]: [] for r in rows}
+        done = {r["id"]: [] for r in rows}
         for k in range(1, max(len(p["plan"]) for p in plans.values()) + 1):
             todo = [r for r in rows if len(plans[r["id"]]["plan"]) >= k]
 
             async def step(r, k=k):
-                plan = plans[r["id"]]["plan"]
-                msgs = step_messages(r, plan, texts[r["id"]], cfg, plans[r["id"]]["text"])
-                c = await rec.chat(msgs, step_sampling(plan[k - 1]["words"], cfg, 0))
-                texts[r["id"]].append(c.text.strip())
+                p = plans[r["id"]]
+                msgs = step_messages(r, p, done[r["id"]], cfg)
+                c = await rec.chat(msgs, step_sampling(p["plan"][k - 1]["words"], cfg, 0))
+                done[r["id"]].append({"text": c.text.strip(), "token_ids": c.token_ids})
             await asyncio.gather(*(step(r) for r in todo))  # the barrier
     return go
 
@@ -154,7 +155,7 @@ async def main(args) -> dict:
     results = {}
 
     def warm():
-        return _warm_plans(engine, rows, cfg)
+        return _warm_plans(engine, rows, plans, cfg)
     results["pipeline"], rec = await _timed(engine, await _pipeline(rows, plans, cfg, args.in_flight),
                                             warm)
     write_calls = [(m, s) for m, s, _ in rec.calls]

@@ -115,7 +115,10 @@ def _seed(cfg: AgentWriteConfig, iid: str, step: int, attempt: int) -> int:
 
 
 def prompt_hash(messages: list[dict]) -> str:
-    return hashlib.sha256(json.dumps(messages, ensure_ascii=False).encode()).hexdigest()[:16]
+    """Hash of the request's text. A turn's `token_ids` are left out: they only decide which
+    cached KV the engine can reuse, and a journal entry that lacks them is still the same step."""
+    msgs = [{k: v for k, v in m.items() if k != "token_ids"} for m in messages]
+    return hashlib.sha256(json.dumps(msgs, ensure_ascii=False).encode()).hexdigest()[:16]
 
 
 class Journal:
@@ -153,12 +156,20 @@ def plan_messages(inst: dict, cfg: AgentWriteConfig) -> list[dict]:
                                  cfg.min_paragraph_words, cfg.max_paragraph_words)
 
 
-def step_messages(inst: dict, plan: list[dict], paragraphs: list[str], cfg: AgentWriteConfig,
-                  plan_text: str | None = None) -> list[dict]:
-    """The write request for step len(paragraphs) + 1 in the configured layout (`plan_text`:
-    the plan step's raw answer, which the append layout replays verbatim)."""
-    return prompts.write_messages(inst["prompt"], plan, paragraphs, cfg.layout,
-                                  plan_messages(inst, cfg), plan_text)
+def step_messages(inst: dict, plan_entry: dict, steps: list[dict], cfg: AgentWriteConfig
+                  ) -> list[dict]:
+    """The write request for step len(steps) + 1 in the configured layout, from the journal
+    entries of the plan and of the steps written so far. The append layout replays the plan's
+    raw text and, where the engine returned them, the ids it generated for each earlier turn,
+    so the whole conversation so far is reused from the prefix cache."""
+    msgs = prompts.write_messages(inst["prompt"], plan_entry["plan"], [s["text"] for s in steps],
+                                  cfg.layout, plan_messages(inst, cfg), plan_entry.get("text"))
+    if cfg.layout == "append":
+        turns = [m for m in msgs if m["role"] == "assistant"]  # plan, paragraph 1, 2, ...
+        for m, entry in zip(turns, [plan_entry, *steps]):
+            if entry.get("token_ids"):
+                m["token_ids"] = entry["token_ids"]
+    return msgs
 
 
 async def _plan(engine, inst: dict, cfg: AgentWriteConfig) -> tuple[list[dict], dict]:
@@ -181,8 +192,9 @@ async def _plan(engine, inst: dict, cfg: AgentWriteConfig) -> tuple[list[dict], 
 
 
 def _usage(c) -> dict:
-    return {"prompt_tokens": c.prompt_tokens, "output_tokens": c.output_tokens,
-            "cached_tokens": c.cached_tokens, "finish_reason": c.finish_reason}
+    u = {"prompt_tokens": c.prompt_tokens, "output_tokens": c.output_tokens,
+         "cached_tokens": c.cached_tokens, "finish_reason": c.finish_reason}
+    return {**u, "token_ids": c.token_ids} if c.token_ids is not None else u
 
 
 async def _write_step(engine, inst, msgs: list[dict], k: int, words: int, cfg) -> dict:
@@ -222,9 +234,8 @@ async def run_instruction(engine, inst: dict, cfg: AgentWriteConfig, journal_uri
         plan = plan_entry["plan"]
         steps = [plan_entry]
         for k in range(1, len(plan) + 1):
-            paragraphs = [s["text"] for s in steps[1:]]
             entry = done.get(k)
-            msgs = step_messages(inst, plan, paragraphs, cfg, plan_entry.get("text"))
+            msgs = step_messages(inst, plan_entry, steps[1:], cfg)
             if entry and entry["prompt_hash"] == prompt_hash(msgs):
                 resumed += 1
             else:  # not journaled, or journaled under another prompt (config changed): write it

@@ -33,6 +33,7 @@ class Completion:
     prompt_tokens: int
     output_tokens: int
     cached_tokens: int = 0    # prompt tokens served from the prefix cache (vllm backend)
+    token_ids: list[int] | None = None  # generated ids (vllm backend), for splicing the turn back
 
 
 @dataclass

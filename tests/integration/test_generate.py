@@ -85,8 +85,9 @@ def test_bad_input_rerun_and_resume_local(tiny_engine, tiny_model, tmp_path):
 
 def test_append_layout_extends_the_plan_conversation(tiny_engine, tiny_model, tmp_path):
     """layout=append on the real engine: step 1 is a short turn after the plan the model just
-    wrote, so at least the plan prompt's whole KV blocks come from the prefix cache; each later
-    step reuses the previous step's prompt the same way."""
+    wrote, and each later step a short turn after the previous paragraph. The earlier turns go
+    back as the ids the engine generated, so every step gets from the prefix cache the whole KV
+    blocks of the previous request's prompt and output (all but its last id, never computed)."""
     block = 128  # vLLM's CPU default; the shared tiny engine sets no block_size
     cfg = _cfg(tiny_model, "unused", tmp_path / "o", "agentwrite.layout=append")
     inst = {"id": "append-layout", "prompt": GOOD[0], "required_words": 3000, "lang": "en"}
@@ -94,11 +95,13 @@ def test_append_layout_extends_the_plan_conversation(tiny_engine, tiny_model, tm
                                                      cfg.agentwrite))
     assert res["status"] == "ok", res
     r = res["record"]
-    prompts_, cached = r["step_prompt_tokens"], r["step_cached_tokens"]
+    prompts_, outs, cached = (r["step_prompt_tokens"], r["step_output_tokens"],
+                              r["step_cached_tokens"])
     assert r["layout"] == "append" and len(prompts_) == len(r["plan"]) + 1 >= 2
     for k in range(1, len(prompts_)):  # step k reuses request k-1 (k=1: the plan request)
-        assert prompts_[k] > prompts_[k - 1]
-        assert cached[k] >= prompts_[k - 1] // block * block > 0, (k, prompts_, cached)
+        computed = prompts_[k - 1] + outs[k - 1] - 1
+        assert prompts_[k] > computed
+        assert cached[k] >= computed // block * block > 0, (k, prompts_, outs, cached)
 
 
 def test_s3_input_and_output(tiny_engine, tiny_model, moto_s3, tmp_path):
