@@ -10,8 +10,9 @@ How: the template is rendered with a marker in place of each such turn, the text
 markers is tokenized piece by piece (each piece ends or starts at a special token, where the
 pieces of the original requests ended too), and the ids go in between, with trailing end-of-turn
 ids dropped because the template writes its own. Plain rendering is the fallback where splicing
-would change the text: a tokenizer that tokenizes pieces differently from the whole
-(sentencepiece's prefix space) or a template that drops or repeats a turn.
+would change the text: ids that do not decode to the turn's text, a tokenizer that tokenizes
+pieces differently from the whole (sentencepiece's prefix space), or a template that drops or
+repeats a turn.
 """
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ import re
 
 _MARK = "\ue000{}\ue000"  # private-use code points: no template or real text produces them
 _MARK_RE = re.compile("\ue000([0-9]+)\ue000")
+
+
+def _bare(text: str) -> str:
+    return text.replace("\ufffd", "").strip()
 
 
 class ChatRenderer:
@@ -40,7 +45,7 @@ class ChatRenderer:
 
     def __call__(self, messages: list[dict]) -> list[int]:
         spliced = {i for i, m in enumerate(messages)
-                   if self.splice and m["role"] == "assistant" and m.get("token_ids")}
+                   if self.splice and m["role"] == "assistant" and self._spells(m)}
         if not spliced:
             return self.tokenize(self.template(messages))
         marked = [dict(m, content=_MARK.format(i)) if i in spliced else m
@@ -52,6 +57,16 @@ class ChatRenderer:
         for j, part in enumerate(parts):
             ids += self._turn(messages[int(part)]["token_ids"]) if j % 2 else self.tokenize(part)
         return ids
+
+    def _spells(self, m: dict) -> bool:
+        """The turn's ids decode to its text. Why check: a journal written with another model's
+        tokenizer (the config changed between runs) has the same text and foreign ids."""
+        ids = m.get("token_ids")
+        if not ids:
+            return False
+        text = self.tokenizer.decode(self._turn(ids), skip_special_tokens=True)
+        # U+FFFD: a turn cut inside a multi-byte character decodes it one way or the other
+        return _bare(text) == _bare(m["content"])
 
     def _turn(self, ids: list[int]) -> list[int]:
         end = len(ids)

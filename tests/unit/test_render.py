@@ -41,6 +41,19 @@ def test_generated_ids_go_back_verbatim_after_the_original_prompt(render):
     assert ids != _plain(render, msgs)
 
 
+def test_ids_that_do_not_spell_the_turn_are_ignored(render):
+    """E.g. a journal written with another model's tokenizer: same text, foreign ids."""
+    msgs = [{"role": "user", "content": "Plan."},
+            {"role": "assistant", "content": "Paragraph 1", "token_ids": [101, 102, 103]},
+            {"role": "user", "content": "Write it."}]
+    assert render(msgs) == _plain(render, msgs)
+    # a turn cut inside a multi-byte character still counts as its text (the engine's text
+    # leaves the partial character out, a plain decode shows U+FFFD)
+    cut = render.tokenize("你好世界")[:-1]
+    msgs[1] = {"role": "assistant", "content": "你好世", "token_ids": cut}
+    assert render(msgs) != _plain(render, msgs) and cut == render(msgs)[len(render(msgs[:1])):][:len(cut)]
+
+
 def test_a_final_assistant_turn_is_continued(render):
     ask = [{"role": "user", "content": "Plan an essay on tea."}]
     gen = render.tokenize("Paragraph 1") + [render.tokenizer.eos_token_id]
@@ -71,9 +84,12 @@ def test_tokenizers_that_change_pieces_are_rendered_plainly(render):
         def __call__(self, text, add_special_tokens=False):
             return {"input_ids": [1] + [ord(c) for c in text]}
 
+        def decode(self, ids, skip_special_tokens=True):
+            return "".join(chr(i) for i in ids if i > 1)
+
         def apply_chat_template(self, msgs, tokenize, add_generation_prompt, continue_final_message):
             return "\n".join(m["content"] for m in msgs)
 
     r = ChatRenderer(PrefixSpace())
-    msgs = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "token_ids": [9]}]
+    msgs = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b", "token_ids": [ord("b")]}]
     assert not r.splice and r(msgs) == [1, ord("a"), ord("\n"), ord("b")]
