@@ -15,10 +15,10 @@ plan step leaves in a real run: each instruction's plan prompt and the plan's ge
   round      one pass per step with a barrier between steps (stage-per-step pipelines)
   append     the pipeline again with layout=append (prefix reuse only)
 Prints a table; the last line is one JSON object. Also writes out/benchmarks/agentwrite.json.
-The default run takes about 28 minutes on 2 CPU cores (~44k output tokens per scheduler).
+The default run takes about 34 minutes on 2 CPU cores (~44k output tokens per scheduler).
 What bounds the ratios there: prefill and long-context attention cost the same under every
-scheduler and only decoding gains from batching, so the replay ceiling itself is only ~1.56x
-reference and ~1.05x round scheduling on this machine (2026-11-25); see README "Benchmarks".
+scheduler and only decoding gains from batching, so the replay ceiling itself is only ~1.6x
+reference and ~1.1x round scheduling on this machine (2026-11-25); see README "Benchmarks".
 """
 from __future__ import annotations
 
