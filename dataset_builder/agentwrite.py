@@ -16,7 +16,7 @@ from typing import Literal
 
 from dataset_builder import prompts, storage
 from dataset_builder.config import field
-from dataset_builder.llm.base import EngineError, Sampling
+from dataset_builder.llm.base import EngineError, Sampling, text_only
 from dataset_builder.text import count_words, refusal
 
 
@@ -117,8 +117,8 @@ def _seed(cfg: AgentWriteConfig, iid: str, step: int, attempt: int) -> int:
 def prompt_hash(messages: list[dict]) -> str:
     """Hash of the request's text. A turn's `token_ids` are left out: they only decide which
     cached KV the engine can reuse, and a journal entry that lacks them is still the same step."""
-    msgs = [{k: v for k, v in m.items() if k != "token_ids"} for m in messages]
-    return hashlib.sha256(json.dumps(msgs, ensure_ascii=False).encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(text_only(messages), ensure_ascii=False).encode()
+                          ).hexdigest()[:16]
 
 
 class Journal:

@@ -12,6 +12,12 @@ class EngineError(RuntimeError):
     """The engine could not serve a request (bad model path, endpoint refused, context overflow)."""
 
 
+def text_only(messages: list[dict]) -> list[dict]:
+    """The messages without the `token_ids` a model turn may carry (only the vllm backend's
+    renderer uses them; APIs, templates and prompt hashes see text)."""
+    return [{k: v for k, v in m.items() if k != "token_ids"} for m in messages]
+
+
 @dataclass
 class Sampling:
     """Decoding parameters for one request; backends translate them to their own form."""

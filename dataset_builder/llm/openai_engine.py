@@ -13,7 +13,7 @@ import random
 
 import httpx
 
-from dataset_builder.llm.base import Completion, EngineConfig, EngineError, Sampling
+from dataset_builder.llm.base import Completion, EngineConfig, EngineError, Sampling, text_only
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
@@ -35,9 +35,7 @@ class OpenAIEngine:
         self.stats = {"requests": 0, "retries": 0, "prompt_tokens": 0, "output_tokens": 0}
 
     def _body(self, messages: list[dict], s: Sampling) -> dict:
-        # `token_ids` (a turn's generated ids, for the vllm backend's splicing) stays here.
-        messages = [{k: v for k, v in m.items() if k != "token_ids"} for m in messages]
-        body = {"model": self.cfg.model, "messages": messages, "temperature": s.temperature,
+        body = {"model": self.cfg.model, "messages": text_only(messages), "temperature": s.temperature,
                 "top_p": s.top_p, "max_tokens": s.max_tokens}
         if s.seed is not None:
             body["seed"] = s.seed

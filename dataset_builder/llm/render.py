@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import re
 
+from dataset_builder.llm.base import text_only
+
 _MARK = "\ue000{}\ue000"  # private-use code points: no template or real text produces them
 _MARK_RE = re.compile("\ue000([0-9]+)\ue000")
 
@@ -40,7 +42,7 @@ class ChatRenderer:
         the model's turn is opened."""
         cont = messages[-1]["role"] == "assistant"
         return self.tokenizer.apply_chat_template(
-            [{k: v for k, v in m.items() if k != "token_ids"} for m in messages], tokenize=False,
+            text_only(messages), tokenize=False,
             add_generation_prompt=not cont, continue_final_message=cont)
 
     def __call__(self, messages: list[dict]) -> list[int]:

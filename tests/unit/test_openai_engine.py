@@ -90,3 +90,14 @@ def test_concurrency_limit(server):
         return await asyncio.gather(*(e.chat([{"role": "user", "content": str(i)}], Sampling())
                                       for i in range(6)))
     assert len(asyncio.run(go())) == 6 and e._sem._value == 2
+
+
+def test_model_turn_token_ids_are_not_sent(server):
+    """`token_ids` on a model turn is for the vllm backend's renderer; the API gets text only."""
+    url, _, seen = server
+    msgs = [{"role": "user", "content": "x"},
+            {"role": "assistant", "content": "y", "token_ids": [1, 2]},
+            {"role": "user", "content": "z"}]
+    asyncio.run(_engine(url).chat(msgs, Sampling()))
+    assert seen[0][1]["messages"][1] == {"role": "assistant", "content": "y"}
+    assert msgs[1]["token_ids"] == [1, 2]  # the caller's messages are left as they were
