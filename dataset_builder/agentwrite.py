@@ -198,7 +198,7 @@ def _usage(c) -> dict:
 
 
 async def _write_step(engine, inst, msgs: list[dict], k: int, words: int, cfg) -> dict:
-    """Step k from its request `msgs` (built once by the caller, which also hashes it)."""
+    """Step k from its request `msgs` (built and hashed once by the caller)."""
     last = "empty_output"
     for attempt in range(cfg.step_retries + 1):
         s = step_sampling(words, cfg, _seed(cfg, inst["id"], k, attempt))
@@ -215,7 +215,7 @@ async def _write_step(engine, inst, msgs: list[dict], k: int, words: int, cfg) -
         elif refusal(text) and not cfg.force_lengths:
             last = "refusal"
         else:
-            return {"prompt_hash": prompt_hash(msgs), "text": text, **_usage(c)}
+            return {"text": text, **_usage(c)}
     raise Rejected(f"write_step_{k}", last)
 
 
@@ -236,11 +236,13 @@ async def run_instruction(engine, inst: dict, cfg: AgentWriteConfig, journal_uri
         for k in range(1, len(plan) + 1):
             entry = done.get(k)
             msgs = step_messages(inst, plan_entry, steps[1:], cfg)
-            if entry and entry["prompt_hash"] == prompt_hash(msgs):
+            h = prompt_hash(msgs)
+            if entry and entry["prompt_hash"] == h:
                 resumed += 1
             else:  # not journaled, or journaled under another prompt (config changed): write it
                 done = {}  # later journal entries depend on this step's text: drop them
-                entry = await _write_step(engine, inst, msgs, k, plan[k - 1]["words"], cfg)
+                entry = {"prompt_hash": h, **await _write_step(engine, inst, msgs, k,
+                                                               plan[k - 1]["words"], cfg)}
                 journal.save(k, entry)
             steps.append(entry)
     except Rejected as r:

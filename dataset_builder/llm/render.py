@@ -46,31 +46,32 @@ class ChatRenderer:
             add_generation_prompt=not cont, continue_final_message=cont)
 
     def __call__(self, messages: list[dict]) -> list[int]:
-        spliced = {i for i, m in enumerate(messages)
-                   if self.splice and m["role"] == "assistant" and self._spells(m)}
-        if not spliced:
+        if not self.splice:
             return self.tokenize(self.template(messages))
-        marked = [dict(m, content=_MARK.format(i)) if i in spliced else m
+        turns = {i: self._turn(m["token_ids"]) for i, m in enumerate(messages)
+                 if m["role"] == "assistant" and m.get("token_ids")}
+        turns = {i: ids for i, ids in turns.items() if self._spells(ids, messages[i]["content"])}
+        if not turns:
+            return self.tokenize(self.template(messages))
+        marked = [dict(m, content=_MARK.format(i)) if i in turns else m
                   for i, m in enumerate(messages)]
         parts = _MARK_RE.split(self.template(marked))
-        if sorted(int(i) for i in parts[1::2]) != sorted(spliced):
+        if sorted(int(i) for i in parts[1::2]) != sorted(turns):
             return self.tokenize(self.template(messages))
         ids = []
         for j, part in enumerate(parts):
-            ids += self._turn(messages[int(part)]["token_ids"]) if j % 2 else self.tokenize(part)
+            ids += turns[int(part)] if j % 2 else self.tokenize(part)
         return ids
 
-    def _spells(self, m: dict) -> bool:
+    def _spells(self, ids: list[int], content: str) -> bool:
         """The turn's ids decode to its text. Why check: a journal written with another model's
         tokenizer (the config changed between runs) has the same text and foreign ids."""
-        ids = m.get("token_ids")
-        if not ids:
-            return False
-        text = self.tokenizer.decode(self._turn(ids), skip_special_tokens=True)
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
         # U+FFFD: a turn cut inside a multi-byte character decodes it one way or the other
-        return _bare(text) == _bare(m["content"])
+        return _bare(text) == _bare(content)
 
     def _turn(self, ids: list[int]) -> list[int]:
+        """The ids without trailing end-of-turn ids (the template writes its own)."""
         end = len(ids)
         while end and ids[end - 1] in self.eos:
             end -= 1
