@@ -74,8 +74,9 @@ def reset_prefix_cache(base: str) -> None:
 
 def make_items(n: int, words: int, seed: int) -> list[dict]:
     """N (instruction, response) pairs: LongBench-Write prompts, deterministic responses."""
+    from eval.config import DEFAULT_DATA_DIR, resolve_data_dir
     from eval.longbench import load_benchmark
-    prompts, _, _ = load_benchmark("../shared/data/longbench_write", "all")
+    prompts, _, _ = load_benchmark(resolve_data_dir(DEFAULT_DATA_DIR), "all")
     rng = random.Random(seed)
     items = []
     for i in range(n):

@@ -15,7 +15,9 @@ from dataset_builder.llm.base import EngineConfig
 from dataset_builder.storage import StorageConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA_DIR = "../shared/data/longbench_write"
+# The published evaluation sets, vendored (Apache-2.0, see its NOTICE) so that a fresh clone and
+# `ray job submit --working-dir .` carry them.
+DEFAULT_DATA_DIR = "eval/data/longbench_write"
 RULER_LENGTHS = [1000, 2000, 5000, 10000, 20000, 30000]
 
 
@@ -94,7 +96,7 @@ class EvalConfig:
 
 def resolve_data_dir(data_dir: str) -> str:
     """A relative local path is taken relative to the repository root (not the cwd), so the
-    default finds ../shared/data/longbench_write from any working directory."""
+    default finds eval/data/longbench_write from any working directory."""
     if "://" in data_dir or Path(data_dir).is_absolute():
         return data_dir
     return str((REPO_ROOT / data_dir).resolve())
