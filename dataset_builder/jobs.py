@@ -25,8 +25,11 @@ def save_resolved_config(cfg, out_uri: str, storage_cfg=None, name: str = "_conf
     storage.write_bytes_atomic(storage.join(out_uri, name), data, storage_cfg)
 
 
-def cli(cls, main: Callable, argv: list[str] | None = None, description: str = "") -> int:
-    p = argparse.ArgumentParser(description=description)
+def cli(cls, main: Callable, argv: list[str] | None = None, description: str = "",
+        expected: tuple = ()) -> int:
+    """`expected`: the job's own error types that also end in one line and exit 2."""
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML config file (ray_jobs/configs/*.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config field, e.g. --set engine.model=/models/x")
@@ -38,7 +41,7 @@ def cli(cls, main: Callable, argv: list[str] | None = None, description: str = "
     try:
         cfg = load_config(cls, args.config, args.set)
         main(cfg)
-    except EXPECTED as e:
+    except (*EXPECTED, *expected) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

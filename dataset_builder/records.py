@@ -26,5 +26,6 @@ GENERATION = pa.schema(INSTRUCTION_FIELDS + [
     ("resumed_steps", pa.int64()),              # steps (plan included) taken from the journal
 ])
 
+# Every dropped row: where it came from (file, 1-based line or row), which stage, why.
 REJECT = pa.schema([("id", pa.string()), ("line", pa.int64()), ("stage", pa.string()),
-                    ("reason", pa.string()), ("raw", pa.string())])
+                    ("reason", pa.string()), ("raw", pa.string()), ("file", pa.string())])

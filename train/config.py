@@ -1,0 +1,82 @@
+"""SFT configuration: one dataclass, help text on every field, kept apart from the trainer.
+
+Loaded from `ray_jobs/configs/sft*.yaml` by `python -m ray_jobs.sft`; `--help-config` prints it.
+Defaults are the paper's SFT recipe (lr 1e-5, cosine, 3% warmup, weight decay 0.1, betas
+(0.9, 0.95), 4 epochs, bf16, gradient checkpointing, 32k tokens, over-long rows skipped).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from dataset_builder.config import field
+from dataset_builder.storage import StorageConfig
+
+
+@dataclass
+class SFTConfig:
+    model: str = field(help="Base model: a local Hugging Face directory (config.json, "
+                       "safetensors, tokenizer with a chat template).")
+    data: str = field(help="Training data: a curated dataset directory (only parts listed in "
+                      "its _manifest.json count), or a jsonl/parquet file or directory of them "
+                      "with a `messages` column as LongWriter-6k is published. Local or s3://.")
+    output: str = field(help="Output URI: prepared packs, checkpoints, model/, metrics, report.")
+    chat_data: str | None = field(None, help="Optional general chat data (same formats as "
+                                  "`data`), mixed in as the paper mixes LongWriter-6k with "
+                                  "general SFT data.")
+    chat_ratio: float = field(1.0, help="Chat rows per long-output row (sampled with `seed`, "
+                              "without replacement, capped at what `chat_data` has).")
+    max_length: int = field(32768, help="Pack length in tokens. Rows longer than this are "
+                            "rejected (`too_long`), never truncated (the paper's code skips them).")
+    epochs: float = field(4.0, help="Passes over the packed data.")
+    max_steps: int | None = field(None, help="Stop after this many optimizer steps (overrides "
+                                  "epochs when set).")
+    packs_per_step: int = field(1, help="Packs per worker per optimizer step (gradient "
+                                "accumulation); the loss averages over every target token of "
+                                "all packs of all workers in the step.")
+    learning_rate: float = field(1e-5, help="Peak learning rate (AdamW).")
+    lr_scheduler: Literal["cosine", "linear", "constant"] = field(
+        "cosine", help="Decay after warmup.")
+    warmup_ratio: float = field(0.03, help="Fraction of steps with linear warmup.")
+    weight_decay: float = field(0.1, help="AdamW weight decay.")
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.95], help="AdamW betas.")
+    max_grad_norm: float = field(1.0, help="Gradient clipping norm (0 disables).")
+    dtype: Literal["auto", "bfloat16", "float32"] = field(
+        "auto", help="Weights and compute: auto = bfloat16 on GPU, float32 on CPU (bf16 matmuls "
+        "are slow on CPUs without AMX).")
+    attention: Literal["auto", "varlen", "flex", "sdpa", "eager"] = field(
+        "auto", help="Attention over packs. auto = varlen on CUDA (torch's varlen flash "
+        "attention: skips cross-document blocks), sdpa elsewhere (block-diagonal mask built from "
+        "position ids). All of them keep documents from attending to each other.")
+    gradient_checkpointing: bool = field(True, help="Recompute activations in backward "
+                                         "(needed for long sequences on GPU).")
+    loss_chunk_tokens: int = field(4096, help="Target tokens per LM-head + cross-entropy chunk: "
+                                   "logits are computed only at target positions, a chunk at a "
+                                   "time, so a 32k pack never holds all its logits.")
+    seed: int = field(42, help="Seed for mixing, pack order and weights of new heads.")
+    num_workers: int = field(2, help="Ray Train workers; 0 runs the training loop in this "
+                             "process without Ray.")
+    use_gpu: bool = field(False, help="One GPU per worker (NCCL); CPU workers use gloo.")
+    cpus_per_worker: int = field(1, help="CPUs per worker (also its torch threads).")
+    strategy: Literal["ddp", "fsdp"] = field(
+        "ddp", help="ddp: a full replica per worker; fsdp: FSDP2 (fully_shard per decoder "
+        "layer) for models that do not fit one GPU.")
+    save_every: int = field(50, help="Checkpoint every N optimizer steps (and at the end).")
+    keep_checkpoints: int = field(2, help="Checkpoints kept on storage (the last N).")
+    max_failures: int = field(3, help="Worker-group restarts from the last checkpoint before "
+                              "the job fails.")
+    log_every: int = field(1, help="Report metrics every N steps.")
+    progress: bool = field(True, help="Progress bar on rank 0.")
+    storage: StorageConfig = field(default_factory=StorageConfig, help="Storage.")
+
+
+def resolved_dtype(cfg_dtype: str, cuda: bool) -> str:
+    if cfg_dtype == "auto":
+        return "bfloat16" if cuda else "float32"
+    return cfg_dtype
+
+
+def resolved_attention(cfg_attention: str, cuda: bool) -> str:
+    if cfg_attention == "auto":
+        return "varlen" if cuda else "sdpa"
+    return cfg_attention

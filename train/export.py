@@ -1,0 +1,95 @@
+"""The trained model as a Hugging Face directory, its metrics and report; the manifest last.
+
+    <output>/model/          config, safetensors, tokenizer, chat template, _manifest.json
+    <output>/metrics.jsonl   one line per optimizer step (loss, lr, tokens/s, packing, MFU)
+    <output>/report.md       summary table and loss.png
+
+`model/_manifest.json` is written after everything else: a model directory without it is not
+finished, and a rerun trains (or resumes) instead of trusting it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+
+from dataset_builder import storage
+from dataset_builder.config import config_hash, to_dict
+
+MODEL_FILES = (".safetensors", ".json")
+SKIP = {"state.json", "optimizer.pt", "scheduler.pt", "_COMMITTED"}
+
+
+def _plot(history: list[dict], path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([h["step"] for h in history], [h["loss"] for h in history])
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss (mean NLL per target token)")
+    ax.set_title("SFT loss")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def summary(history: list[dict]) -> dict:
+    if not history:
+        return {}
+    tail = history[len(history) // 2:] or history  # steady state: skip warm-up steps
+    secs = sum(h["seconds"] for h in tail)
+    out = {"steps": history[-1]["step"], "first_loss": history[0]["loss"],
+           "final_loss": history[-1]["loss"],
+           "tokens_per_s": sum(h["tokens"] for h in tail) / secs if secs else None,
+           "packing_efficiency": sum(h["packing_efficiency"] for h in history) / len(history),
+           "tokens": sum(h["tokens"] for h in history)}
+    if "mfu" in history[-1]:
+        out["mfu"] = sum(h["mfu"] for h in tail) / len(tail)
+    return out
+
+
+def report_md(cfg, final: dict, extra: dict) -> str:
+    rows = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
+                     for k, v in final.items())
+    data = extra.get("data", {})
+    return (f"# SFT report\n\nBase model: `{cfg.model}`  \nData: `{cfg.data}`"
+            f"{'  + chat `' + cfg.chat_data + '`' if cfg.chat_data else ''}  \n"
+            f"Rows trained: {data.get('rows_kept')} ({data.get('rows_rejected')} rejected, "
+            f"see `_rejects/`), packs: {data.get('packs')} of max {cfg.max_length} tokens  \n"
+            f"Data fingerprint: `{data.get('fingerprint')}`\n\n"
+            f"| metric | value |\n|---|---|\n{rows}\n\n![loss](loss.png)\n")
+
+
+def export(cfg, ckpt_dir: str, state: dict, extra: dict) -> dict:
+    """Write the model directory from a checkpoint directory, then metrics, report, manifest."""
+    from transformers import AutoTokenizer
+    out = cfg.output.rstrip("/")
+    fs, model_path = storage.get_fs(storage.join(out, "model"), cfg.storage)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in os.listdir(ckpt_dir):
+            if name.endswith(MODEL_FILES) and name not in SKIP:
+                shutil.copy(os.path.join(ckpt_dir, name), tmp)
+        AutoTokenizer.from_pretrained(cfg.model).save_pretrained(tmp)  # with its chat template
+        files = {n: hashlib.sha256(open(os.path.join(tmp, n), "rb").read()).hexdigest()
+                 for n in sorted(os.listdir(tmp))}
+        fs.makedirs(model_path, exist_ok=True)
+        fs.put(tmp + "/", model_path + "/", recursive=True)
+        final = summary(state["history"])
+        metrics = "".join(json.dumps(h) + "\n" for h in state["history"])
+        storage.write_bytes_atomic(storage.join(out, "metrics.jsonl"), metrics.encode(),
+                                   cfg.storage)
+        if state["history"]:
+            _plot(state["history"], os.path.join(tmp, "loss.png"))
+            storage.write_bytes_atomic(storage.join(out, "loss.png"),
+                                       open(os.path.join(tmp, "loss.png"), "rb").read(),
+                                       cfg.storage)
+    storage.write_bytes_atomic(storage.join(out, "report.md"),
+                               report_md(cfg, final, extra).encode(), cfg.storage)
+    manifest = {"kind": "sft", "base_model": cfg.model, "files": files,
+                "config": to_dict(cfg), "config_hash": config_hash(cfg),
+                "resumed_from": state.get("resumed_from", []), "final_metrics": final, **extra}
+    storage.write_json(storage.join(out, "model", storage.MANIFEST), manifest, cfg.storage)
+    return manifest

@@ -1,0 +1,242 @@
+"""The per-worker SFT loop: runs as a Ray Train worker or as one plain process.
+
+    python -m train.loop --config ray_jobs/configs/sft_tiny.yaml --set packs=out/packs ...
+
+(no Ray: what the GPU machine runs). Each optimizer step takes `packs_per_step` packs per worker;
+the loss is the sum of NLL over every target token of the step on every worker divided by their
+global count (the paper's fix: long outputs are not under-weighted), computed by all-reducing
+the token count first and scaling each pack's summed NLL by world / count (DDP and FSDP average
+gradients over workers). The schedule of packs is a pure function of the step, so a resumed run
+continues at the step after its checkpoint with exactly the packs it would have seen.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import shutil
+import tempfile
+import time
+
+import torch
+import torch.distributed as dist
+
+from train.checkpoint import STATE, make_context
+from train.config import SFTConfig, resolved_attention, resolved_dtype
+from train.export import export
+from train.model import PackLoss, load_model, pack_tensors
+
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12}
+
+
+def schedule(n_packs: int, world: int, per_step: int, seed: int) -> tuple[int, callable]:
+    """(steps per epoch, slot(step, micro, rank) -> pack index or -1 for an idle slot).
+
+    Each epoch is a seeded permutation padded to a multiple of world * per_step; an idle slot
+    runs a zero-weight pack so every worker does the same collectives."""
+    per = world * per_step
+    spe = max(1, math.ceil(n_packs / per))
+
+    def slot(step: int, micro: int, rank: int) -> int:
+        epoch, k = divmod(step, spe)
+        order = list(range(n_packs))
+        random.Random(seed + epoch).shuffle(order)
+        i = k * per + micro * world + rank
+        return order[i] if i < n_packs else -1
+    return spe, slot
+
+
+def total_steps(cfg: SFTConfig, steps_per_epoch: int) -> int:
+    return cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+
+
+def _lr_lambda(kind: str, warmup: int, total: int):
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return {"constant": 1.0, "linear": 1.0 - progress,
+                "cosine": 0.5 * (1.0 + math.cos(math.pi * progress))}[kind]
+    return f
+
+
+def _wrap(model, cfg: SFTConfig, device):
+    """DDP (a replica per worker) or FSDP2 (each decoder layer sharded), only when distributed."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return model
+    if cfg.strategy == "fsdp":
+        from torch.distributed.fsdp import fully_shard
+        for layer in model.lm.base_model.layers:
+            fully_shard(layer)
+        return fully_shard(model)
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def _flops_per_token(lm) -> tuple[float, float]:
+    """(6 x parameters, causal attention flops per token per unit of context) for MFU."""
+    c = lm.config
+    params = sum(p.numel() for p in lm.parameters())
+    return 6.0 * params, 6.0 * c.num_hidden_layers * c.hidden_size
+
+
+def _peak(device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
+
+
+def _save(ctx, loss_mod, optim, sched, state: dict) -> str | None:
+    """Gather full weights and optimizer state (all ranks take part), rank 0 writes them."""
+    from torch.distributed.checkpoint.state_dict import (StateDictOptions,
+                                                         get_model_state_dict,
+                                                         get_optimizer_state_dict)
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    msd = get_model_state_dict(loss_mod, options=opts)
+    osd = get_optimizer_state_dict(loss_mod, optim, options=opts)
+    tmp = tempfile.mkdtemp(prefix="sft-ckpt-") if ctx.rank == 0 else None
+    if tmp:
+        lm = loss_mod.module.lm if hasattr(loss_mod, "module") else loss_mod.lm
+        lm.save_pretrained(tmp, state_dict={k.removeprefix("lm."): v for k, v in msd.items()},
+                           safe_serialization=True)
+        torch.save(osd, os.path.join(tmp, "optimizer.pt"))
+        torch.save(sched.state_dict(), os.path.join(tmp, "scheduler.pt"))
+        with open(os.path.join(tmp, STATE), "w") as f:
+            json.dump(state, f)
+    return tmp
+
+
+def train_worker(config: dict) -> dict:
+    """config: {"cfg": SFTConfig, "packs": table or URI of packs, "manifest": fields for the
+    exported model's manifest}. Returns the final state."""
+    from dataset_builder import storage
+    cfg: SFTConfig = config["cfg"]
+    ctx = make_context(cfg.output, cfg.keep_checkpoints, cfg.storage)
+    cuda = cfg.use_gpu and torch.cuda.is_available()
+    device = torch.device("cuda", ctx.local_rank) if cuda else torch.device("cpu")
+    if cuda:
+        torch.cuda.set_device(device)
+    else:
+        torch.set_num_threads(max(1, cfg.cpus_per_worker))
+    torch.manual_seed(cfg.seed)
+    packs = config["packs"]
+    if isinstance(packs, str):
+        packs = storage.read_dataset(packs, cfg.storage)
+    spe, slot = schedule(packs.num_rows, ctx.world, cfg.packs_per_step, cfg.seed)
+    steps = total_steps(cfg, spe)
+
+    with ctx.latest() as ckpt:
+        state = {"step": 0, "history": [], "resumed_from": []}
+        if ckpt:
+            with open(os.path.join(ckpt, STATE)) as f:
+                state = json.load(f)
+            if state["step"] >= steps:  # trained; only the export is missing
+                if ctx.rank == 0:
+                    export(cfg, ckpt, state, config.get("manifest", {}))
+                return state
+            state["resumed_from"].append(state["step"])
+        lm = load_model(ckpt or cfg.model, resolved_dtype(cfg.dtype, cuda),
+                        resolved_attention(cfg.attention, cuda), cfg.gradient_checkpointing)
+        lm.to(device).train()
+        model = _wrap(PackLoss(lm, cfg.loss_chunk_tokens, cfg.gradient_checkpointing), cfg, device)
+        optim = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate,
+                                  betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay,
+                                  **({"fused": True} if cuda else {}))
+        sched = torch.optim.lr_scheduler.LambdaLR(optim, _lr_lambda(
+            cfg.lr_scheduler, math.ceil(cfg.warmup_ratio * steps), steps))
+        if ckpt:
+            from torch.distributed.checkpoint.state_dict import (StateDictOptions,
+                                                                 set_optimizer_state_dict)
+            osd = torch.load(os.path.join(ckpt, "optimizer.pt"), weights_only=False)
+            set_optimizer_state_dict(model, optim, osd,
+                                     options=StateDictOptions(full_state_dict=True))
+            sched.load_state_dict(torch.load(os.path.join(ckpt, "scheduler.pt")))
+    if ctx.rank == 0 and state["resumed_from"]:
+        print(f"resumed from checkpoint at step {state['step']}", flush=True)
+
+    final = run_steps(cfg, ctx, model, lm, optim, sched, packs, slot, steps, state, device)
+    if final:
+        export(cfg, final, state, config.get("manifest", {}))
+        shutil.rmtree(final, ignore_errors=True)
+    return state
+
+
+def _batch(packs, i: int, device) -> tuple[dict, int]:
+    idle = i < 0
+    i = max(i, 0)
+    lengths = packs["seq_lengths"][i].as_py()
+    ids, mask = packs["input_ids"][i].as_py(), packs["mask"][i].as_py()
+    if idle:  # a zero-weight stand-in: same collectives, no contribution
+        ids, mask, lengths = ids[:lengths[0]], mask[:lengths[0]], lengths[:1]
+    return pack_tensors(ids, mask, lengths, device), (0 if idle else sum(lengths))
+
+
+def _all_sum(values: list[float], device) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def run_steps(cfg, ctx, model, lm, optim, sched, packs, slot, steps, state, device) -> str | None:
+    """Train from state['step'] to `steps`; returns rank 0's final checkpoint directory."""
+    from tqdm import tqdm
+    flops_param, flops_attn = _flops_per_token(lm)
+    peak = _peak(device)
+    bar = tqdm(total=steps, initial=state["step"], desc="sft", unit="step",
+               disable=not (cfg.progress and ctx.rank == 0))
+    ddp = hasattr(model, "no_sync")
+    while state["step"] < steps:
+        t0, step = time.time(), state["step"]
+        batches = [_batch(packs, slot(step, m, ctx.rank), device)
+                   for m in range(cfg.packs_per_step)]
+        n_local = sum(len(b["labels"]) for b, real in batches if real)
+        n_global = _all_sum([n_local], device)[0]
+        nll, attn_work = 0.0, 0.0
+        for m, (b, real) in enumerate(batches):
+            sync = not ddp or m == len(batches) - 1
+            with model.no_sync() if not sync else contextlib.nullcontext():
+                s = model(**b)
+                weight = (ctx.world / n_global) if real and n_global else 0.0
+                (s * weight).backward()
+            if real:
+                nll += float(s.detach())
+                attn_work += float(sum(L * L for L in b["cu_seq_lens"].diff().tolist())) / 2
+        grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                     if cfg.max_grad_norm > 0 else torch.tensor(0.0))
+        optim.step()
+        sched.step()
+        optim.zero_grad(set_to_none=True)
+        tokens = sum(real for _, real in batches)
+        nll, tokens, attn_work, n_global = _all_sum([nll, tokens, attn_work, n_global], device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        dt = time.time() - t0
+        state["step"] = step + 1
+        rec = {"step": step + 1, "loss": nll / max(n_global, 1), "lr": sched.get_last_lr()[0],
+               "grad_norm": float(grad_norm), "tokens": int(tokens),
+               "target_tokens": int(n_global), "tokens_per_s": tokens / dt, "seconds": dt,
+               "packing_efficiency": tokens / (ctx.world * cfg.packs_per_step * cfg.max_length)}
+        if peak:
+            rec["mfu"] = (flops_param * tokens + flops_attn * attn_work) / dt / (peak * ctx.world)
+        state["history"].append(rec)
+        bar.update(1)
+        bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}")
+        last = state["step"] == steps
+        if last or state["step"] % cfg.save_every == 0:
+            d = _save(ctx, model, optim, sched, state)
+            ctx.report(rec, d)
+            if last:
+                bar.close()
+                return d  # the caller exports from it, then removes it
+            if d:
+                shutil.rmtree(d, ignore_errors=True)
+        elif state["step"] % cfg.log_every == 0:
+            ctx.report(rec, None)
+    bar.close()
+    return None
+
+

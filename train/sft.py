@@ -1,0 +1,170 @@
+"""SFT driver: check inputs, prepare packs and rejects, run the loop on Ray Train (or in-process).
+
+    run_sft(cfg)   # what `python -m ray_jobs.sft` calls
+
+Layout of `cfg.output` (local or s3://):
+    packs/      BFD packs (input_ids, mask, seq_lengths) + _manifest.json with the fingerprint
+    _rejects/   every row not trained on, with file, line and reason
+    train/      Ray Train run storage: checkpoints (the last `keep_checkpoints`)
+    checkpoints/ the same without Ray (num_workers: 0)
+    model/      the exported model; its _manifest.json is written last
+A rerun resumes from the last checkpoint; a finished output is left as it is.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter
+
+from dataset_builder import records, storage
+from dataset_builder.config import ConfigError, config_hash
+from train.config import SFTConfig
+
+log = logging.getLogger(__name__)
+RUN_NAME = "train"
+
+
+class TrainError(RuntimeError):
+    """Training failed after its retries; the message names the cause and the output."""
+
+
+def check_model(path: str) -> None:
+    """One clear line for a model that cannot be loaded, before any worker starts."""
+    if os.path.isdir(path) and os.path.exists(os.path.join(path, "config.json")):
+        return
+    if not path or path.startswith((".", "/", "~")) or os.path.exists(path):
+        raise ConfigError(f"model not found: {path!r} (a local Hugging Face directory with "
+                          "config.json)")
+    try:  # a hub id: only works where the hub (or its cache) is reachable
+        from transformers import AutoConfig
+        AutoConfig.from_pretrained(path)
+    except Exception as e:
+        raise ConfigError(f"model {path!r} is not a local directory and could not be loaded "
+                          f"from the hub: {type(e).__name__}") from None
+
+
+def _read(uri: str, source: str, cfg: SFTConfig) -> tuple[list[dict], list[dict]]:
+    from train.data import read_conversations
+    rows, rejects = read_conversations(uri, cfg.storage)
+    for r in rows:
+        r["_source"] = source
+    return rows, rejects
+
+
+def prepare(cfg: SFTConfig) -> dict:
+    """Read, check, encode, mix and pack the data; write packs/ and _rejects/. Returns the
+    packs manifest (reused as is when the same data was prepared before)."""
+    from datasets.utils.logging import disable_progress_bar
+    from transformers import AutoTokenizer
+
+    from train import data as D
+    disable_progress_bar()
+    out = cfg.output.rstrip("/")
+    rows, rejects = _read(cfg.data, "longwriter", cfg)
+    if not rows and not rejects:
+        raise ConfigError(f"training data is empty: {cfg.data}")
+    if cfg.chat_data:
+        chat, chat_rejects = _read(cfg.chat_data, "chat", cfg)
+        rows, rejects = D.mix(rows, chat, cfg.chat_ratio, cfg.seed), rejects + chat_rejects
+    tok = AutoTokenizer.from_pretrained(cfg.model)
+    kept, bad = D.encode_rows(rows, tok, cfg.max_length)
+    rejects += bad
+    reasons = Counter(r["reason"].split(":")[0] for r in rejects)
+    if not kept:
+        raise ConfigError(f"no trainable rows in {cfg.data}: {len(rows) + len(rejects) - len(bad)}"
+                          f" read, all rejected ({dict(reasons)}; max_length {cfg.max_length})")
+    fp = D.fingerprint(kept)
+    packs_uri = storage.join(out, "packs")
+    old = storage.load_manifest(packs_uri, cfg.storage)
+    if old and old.get("fingerprint") == fp and old.get("max_length") == cfg.max_length:
+        return old
+    if old and _has_checkpoints(cfg):
+        raise ConfigError(f"{out} holds a training run on other data (fingerprint "
+                          f"{old.get('fingerprint', '?')[:12]} != {fp[:12]}): use a new output")
+    table = D.pack(kept, cfg.max_length)
+    lengths = [sum(s) for s in table["seq_lengths"].to_pylist()]
+    stats = {"fingerprint": fp, "max_length": cfg.max_length, "rows_kept": len(kept),
+             "rows_rejected": len(rejects), "reject_reasons": dict(reasons),
+             "rows_by_source": dict(Counter(k["source"] for k in kept)),
+             "packs": table.num_rows, "tokens": sum(lengths),
+             "target_tokens": sum(sum(k["mask"]) for k in kept),
+             "packing_efficiency": sum(lengths) / (table.num_rows * cfg.max_length)}
+    w = storage.DatasetWriter(storage.join(out, "_rejects"), cfg.storage)
+    w.manifest = {"files": [], "rows": 0}  # rejects of this preparation only
+    w.write([{k: r.get(k) for k in records.REJECT.names} for r in rejects], records.REJECT)
+    w.commit()
+    w = storage.DatasetWriter(packs_uri, cfg.storage)
+    w.manifest = {"files": [], "rows": 0}
+    w.write(table)
+    return w.commit(**stats)
+
+
+def _has_checkpoints(cfg: SFTConfig) -> bool:
+    out = cfg.output.rstrip("/")
+    return any(storage.exists(storage.join(out, d), cfg.storage)
+               for d in (RUN_NAME, "checkpoints"))
+
+
+def _run_config(cfg: SFTConfig):
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+    fs, path = storage.get_fs(cfg.output, cfg.storage)
+    kwargs = {"storage_path": os.path.abspath(path)}
+    if cfg.output.startswith(("s3://", "s3a://")):
+        # Ray Train takes a pyarrow filesystem and a path without the scheme; wrapping our
+        # fsspec one keeps the endpoint and credentials of the storage layer.
+        from pyarrow.fs import FSSpecHandler, PyFileSystem
+        kwargs = {"storage_path": path, "storage_filesystem": PyFileSystem(FSSpecHandler(fs))}
+    return RunConfig(name=RUN_NAME, **kwargs,
+                     failure_config=FailureConfig(max_failures=cfg.max_failures),
+                     checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints))
+
+
+def _fit(cfg: SFTConfig, loop_config: dict) -> None:
+    from ray.train import ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from train.loop import train_worker
+    resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})}
+    trainer = TorchTrainer(
+        train_worker, train_loop_config=loop_config,
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
+                                     resources_per_worker=resources),
+        torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
+        run_config=_run_config(cfg))
+    try:
+        trainer.fit()
+    except Exception as e:  # TrainingFailedError wraps the worker's error
+        raise TrainError(f"training failed (output {cfg.output}): {type(e).__name__}: "
+                         f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}") from e
+
+
+def run_sft(cfg: SFTConfig) -> dict:
+    """Train (or resume) and export; returns the model manifest."""
+    from dataset_builder.jobs import code_version
+    out = cfg.output.rstrip("/")
+    storage.check_reachable(out, cfg.storage)
+    done = storage.load_manifest(storage.join(out, "model"), cfg.storage)
+    if done:
+        if done.get("config_hash") != config_hash(cfg):
+            log.warning("%s/model was trained with another config (%s); nothing done. Use a new "
+                        "output to train again.", out, done.get("config_hash"))
+        return {**done, "skipped": True}
+    check_model(cfg.model)
+    storage.check_reachable(cfg.data, cfg.storage, must_exist="*" not in cfg.data)
+    packs = prepare(cfg)
+    manifest = {"data": {k: packs.get(k) for k in ("fingerprint", "rows_kept", "rows_rejected",
+                                                  "reject_reasons", "rows_by_source", "packs",
+                                                  "tokens", "target_tokens",
+                                                  "packing_efficiency")},
+                "data_uri": cfg.data, "chat_data_uri": cfg.chat_data,
+                "code_version": code_version("train", "dataset_builder")}
+    loop_config = {"cfg": cfg, "packs": storage.join(out, "packs"), "manifest": manifest}
+    if cfg.num_workers == 0:
+        from train.loop import train_worker
+        train_worker(loop_config)
+    else:
+        _fit(cfg, loop_config)
+    final = storage.load_manifest(storage.join(out, "model"), cfg.storage)
+    if not final:
+        raise TrainError(f"training ended without an exported model in {out}/model")
+    return final
