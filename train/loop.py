@@ -181,6 +181,26 @@ def _all_sum(values: list[float], device) -> list[float]:
     return t.tolist()
 
 
+def accumulate(model, batches: list[tuple[dict, int]], world: int, device):
+    """Forward and backward over one step's packs of this worker, leaving in the gradients
+    d/dw of (sum of NLL over every target token of every worker) / (their global count).
+    Returns (this worker's summed NLL, the global target count, attention work)."""
+    n_local = sum(len(b["labels"]) for b, real in batches if real)
+    n_global = _all_sum([n_local], device)[0]
+    ddp = hasattr(model, "no_sync")
+    nll, attn_work = 0.0, 0.0
+    for m, (b, real) in enumerate(batches):
+        sync = not ddp or m == len(batches) - 1  # DDP all-reduces on the last pack only
+        with model.no_sync() if not sync else contextlib.nullcontext():
+            s = model(**b)
+            # DDP/FSDP divide the summed gradients by world: scale it back in.
+            (s * (world / n_global if real and n_global else 0.0)).backward()
+        if real:
+            nll += float(s.detach())
+            attn_work += float(sum(L * L for L in b["cu_seq_lens"].diff().tolist())) / 2
+    return nll, n_global, attn_work
+
+
 def run_steps(cfg, ctx, model, lm, optim, sched, packs, slot, steps, state, device) -> str | None:
     """Train from state['step'] to `steps`; returns rank 0's final checkpoint directory."""
     from tqdm import tqdm
@@ -188,30 +208,18 @@ def run_steps(cfg, ctx, model, lm, optim, sched, packs, slot, steps, state, devi
     peak = _peak(device)
     bar = tqdm(total=steps, initial=state["step"], desc="sft", unit="step",
                disable=not (cfg.progress and ctx.rank == 0))
-    ddp = hasattr(model, "no_sync")
     while state["step"] < steps:
         t0, step = time.time(), state["step"]
         batches = [_batch(packs, slot(step, m, ctx.rank), device)
                    for m in range(cfg.packs_per_step)]
-        n_local = sum(len(b["labels"]) for b, real in batches if real)
-        n_global = _all_sum([n_local], device)[0]
-        nll, attn_work = 0.0, 0.0
-        for m, (b, real) in enumerate(batches):
-            sync = not ddp or m == len(batches) - 1
-            with model.no_sync() if not sync else contextlib.nullcontext():
-                s = model(**b)
-                weight = (ctx.world / n_global) if real and n_global else 0.0
-                (s * weight).backward()
-            if real:
-                nll += float(s.detach())
-                attn_work += float(sum(L * L for L in b["cu_seq_lens"].diff().tolist())) / 2
+        nll, n_global, attn_work = accumulate(model, batches, ctx.world, device)
         grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                      if cfg.max_grad_norm > 0 else torch.tensor(0.0))
         optim.step()
         sched.step()
         optim.zero_grad(set_to_none=True)
         tokens = sum(real for _, real in batches)
-        nll, tokens, attn_work, n_global = _all_sum([nll, tokens, attn_work, n_global], device)
+        nll, tokens, attn_work = _all_sum([nll, tokens, attn_work], device)
         if device.type == "cuda":
             torch.cuda.synchronize()
         dt = time.time() - t0
