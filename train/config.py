@@ -41,9 +41,11 @@ class SFTConfig:
     weight_decay: float = field(0.1, help="AdamW weight decay.")
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.95], help="AdamW betas.")
     max_grad_norm: float = field(1.0, help="Gradient clipping norm (0 disables).")
-    dtype: Literal["auto", "bfloat16", "float32"] = field(
-        "auto", help="Weights and compute: auto = bfloat16 on GPU, float32 on CPU (bf16 matmuls "
-        "are slow on CPUs without AMX).")
+    precision: Literal["auto", "bf16-mixed", "bf16", "fp32"] = field(
+        "auto", help="bf16-mixed: fp32 weights and optimizer, bf16 compute (autocast under DDP, "
+        "MixedPrecisionPolicy under FSDP), so lr-1e-5 updates are not rounded away; bf16: "
+        "bf16 weights and optimizer (half the memory, updates below bf16's resolution are "
+        "lost); fp32. auto = bf16-mixed on GPU, fp32 on CPU (bf16 is slow on CPUs without AMX).")
     attention: Literal["auto", "varlen", "flex", "sdpa", "eager"] = field(
         "auto", help="Attention over packs. auto = varlen on CUDA (torch's varlen flash "
         "attention: skips cross-document blocks), sdpa elsewhere (block-diagonal mask built from "
@@ -70,10 +72,10 @@ class SFTConfig:
     storage: StorageConfig = field(default_factory=StorageConfig, help="Storage.")
 
 
-def resolved_dtype(cfg_dtype: str, cuda: bool) -> str:
-    if cfg_dtype == "auto":
-        return "bfloat16" if cuda else "float32"
-    return cfg_dtype
+def resolved_precision(precision: str, cuda: bool) -> str:
+    if precision == "auto":
+        return "bf16-mixed" if cuda else "fp32"
+    return precision
 
 
 def resolved_attention(cfg_attention: str, cuda: bool) -> str:

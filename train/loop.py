@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 
 from train.checkpoint import STATE, make_context
-from train.config import SFTConfig, resolved_attention, resolved_dtype
+from train.config import SFTConfig, resolved_attention, resolved_precision
 from train.export import export
 from train.model import PackLoss, load_model, pack_tensors
 
@@ -62,15 +62,18 @@ def _lr_lambda(kind: str, warmup: int, total: int):
     return f
 
 
-def _wrap(model, cfg: SFTConfig, device):
-    """DDP (a replica per worker) or FSDP2 (each decoder layer sharded), only when distributed."""
+def _wrap(model, cfg: SFTConfig, device, mixed: bool = False):
+    """DDP (a replica per worker) or FSDP2 (each decoder layer sharded), only when distributed.
+    Under FSDP, bf16-mixed is its MixedPrecisionPolicy (fp32 shards, bf16 compute)."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return model
     if cfg.strategy == "fsdp":
-        from torch.distributed.fsdp import fully_shard
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        kw = {"mp_policy": mp} if mixed else {}
         for layer in model.lm.base_model.layers:
-            fully_shard(layer)
-        return fully_shard(model)
+            fully_shard(layer, **kw)
+        return fully_shard(model, **kw)
     from torch.nn.parallel import DistributedDataParallel as DDP
     return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
@@ -138,10 +141,15 @@ def train_worker(config: dict) -> dict:
                     export(cfg, ckpt, state, config.get("manifest", {}))
                 return state
             state["resumed_from"].append(state["step"])
-        lm = load_model(ckpt or cfg.model, resolved_dtype(cfg.dtype, cuda),
+        prec = resolved_precision(cfg.precision, cuda)
+        lm = load_model(ckpt or cfg.model, "bfloat16" if prec == "bf16" else "float32",
                         resolved_attention(cfg.attention, cuda), cfg.gradient_checkpointing)
         lm.to(device).train()
-        model = _wrap(PackLoss(lm, cfg.loss_chunk_tokens, cfg.gradient_checkpointing), cfg, device)
+        mixed = prec == "bf16-mixed"
+        model = _wrap(PackLoss(lm, cfg.loss_chunk_tokens, cfg.gradient_checkpointing), cfg,
+                      device, mixed)
+        # DDP or one process: autocast; FSDP: its MixedPrecisionPolicy does the casting
+        autocast = mixed and not (cfg.strategy == "fsdp" and ctx.world > 1)
         optim = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate,
                                   betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay,
                                   **({"fused": True} if cuda else {}))
@@ -157,7 +165,8 @@ def train_worker(config: dict) -> dict:
     if ctx.rank == 0 and state["resumed_from"]:
         print(f"resumed from checkpoint at step {state['step']}", flush=True)
 
-    final = run_steps(cfg, ctx, model, lm, optim, sched, packs, slot, steps, state, device)
+    final = run_steps(cfg, ctx, model, lm, optim, sched, packs, slot, steps, state, device,
+                      autocast)
     if final:
         export(cfg, final, state, config.get("manifest", {}))
         shutil.rmtree(final, ignore_errors=True)
@@ -181,7 +190,7 @@ def _all_sum(values: list[float], device) -> list[float]:
     return t.tolist()
 
 
-def accumulate(model, batches: list[tuple[dict, int]], world: int, device):
+def accumulate(model, batches: list[tuple[dict, int]], world: int, device, autocast=False):
     """Forward and backward over one step's packs of this worker, leaving in the gradients
     d/dw of (sum of NLL over every target token of every worker) / (their global count).
     Returns (this worker's summed NLL, the global target count, attention work)."""
@@ -192,7 +201,8 @@ def accumulate(model, batches: list[tuple[dict, int]], world: int, device):
     for m, (b, real) in enumerate(batches):
         sync = not ddp or m == len(batches) - 1  # DDP all-reduces on the last pack only
         with model.no_sync() if not sync else contextlib.nullcontext():
-            s = model(**b)
+            with torch.autocast(torch.device(device).type, torch.bfloat16, enabled=autocast):
+                s = model(**b)
             # DDP/FSDP divide the summed gradients by world: scale it back in.
             (s * (world / n_global if real and n_global else 0.0)).backward()
         if real:
@@ -201,7 +211,8 @@ def accumulate(model, batches: list[tuple[dict, int]], world: int, device):
     return nll, n_global, attn_work
 
 
-def run_steps(cfg, ctx, model, lm, optim, sched, packs, slot, steps, state, device) -> str | None:
+def run_steps(cfg, ctx, model, lm, optim, sched, packs, slot, steps, state, device,
+              autocast=False) -> str | None:
     """Train from state['step'] to `steps`; returns rank 0's final checkpoint directory."""
     from tqdm import tqdm
     flops_param, flops_attn = _flops_per_token(lm)
@@ -212,7 +223,7 @@ def run_steps(cfg, ctx, model, lm, optim, sched, packs, slot, steps, state, devi
         t0, step = time.time(), state["step"]
         batches = [_batch(packs, slot(step, m, ctx.rank), device)
                    for m in range(cfg.packs_per_step)]
-        nll, n_global, attn_work = accumulate(model, batches, ctx.world, device)
+        nll, n_global, attn_work = accumulate(model, batches, ctx.world, device, autocast)
         grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                      if cfg.max_grad_norm > 0 else torch.tensor(0.0))
         optim.step()

@@ -39,7 +39,11 @@ def varlen_attention_forward(module, query, key, value, attention_mask, scaling=
         cu_seq_lens_q, max_length_q = torch.tensor([0, t], device=query.device), t
     fn, has_gqa = _torch_varlen()
     if query.is_cuda and fn is not None:
-        q, k, v = (x[0].transpose(0, 1) for x in (query, key, value))  # (T, heads, D)
+        # Under autocast, rotary embeddings leave q/k in fp32 while v is bf16; flash needs one
+        # 16-bit dtype (SDPA is on autocast's list and casts itself; a custom op is not).
+        dt = (torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda")
+              else value.dtype)
+        q, k, v = (x[0].transpose(0, 1).to(dt) for x in (query, key, value))  # (T, heads, D)
         extra = {}
         if k.shape[1] != q.shape[1]:
             if has_gqa:

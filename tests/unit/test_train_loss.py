@@ -4,13 +4,14 @@ process and on 2 gloo workers with DDP (no Ray)."""
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
 from tests.conftest import free_port
-from train.loop import accumulate, schedule
+from train.loop import _wrap, accumulate, schedule
 from train.model import PackLoss, load_model, pack_tensors
 
 # 4 packs with very different numbers of target tokens: a per-sequence mean would weigh the
@@ -57,23 +58,25 @@ def test_accumulated_loss_is_the_global_token_average(tiny_model):
     torch.testing.assert_close(_grads(model), _grads(ref), atol=1e-5, rtol=1e-4)
 
 
-def _worker(rank, world, port, path, out):
+def _worker(rank, world, port, path, out, strategy):
     import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel as DDP
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
-    model = DDP(_model(path))
+    model = _wrap(_model(path), SimpleNamespace(strategy=strategy), torch.device("cpu"))
     mine = [p for i, p in enumerate(PACKS) if i % world == rank]  # 2 packs per worker
     nll, n, _ = accumulate(model, [(pack_tensors(*p), sum(p[2])) for p in mine], world, "cpu")
+    grads = torch.cat([(p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad)
+                       .flatten() for p in model.parameters() if p.grad is not None])
     if rank == 0:
-        torch.save({"grads": _grads(model.module), "n": n}, out)
+        torch.save({"grads": grads, "n": n}, out)
     dist.destroy_process_group()
 
 
-def test_two_workers_give_the_single_process_token_average(tiny_model, tmp_path):
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_workers_give_the_single_process_token_average(tiny_model, tmp_path, strategy):
     out = str(tmp_path / "grads.pt")
-    mp.start_processes(_worker, args=(2, free_port(), tiny_model, out), nprocs=2,
+    mp.start_processes(_worker, args=(2, free_port(), tiny_model, out, strategy), nprocs=2,
                        start_method="spawn")
     ref = _model(tiny_model)
     _hand_average(ref).backward()
