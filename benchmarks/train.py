@@ -114,8 +114,26 @@ def run_plain(a, docs, device, dtype, steps: int) -> dict:
     return {"tok_s": _rate(times, tokens, a.warmup), "steps": len(tokens)}
 
 
+def _tolerant_dataset_hashing() -> None:
+    """datasets fingerprints every Dataset by pickling it with dill; on the GPU machine
+    (Python 3.12, dill 0.4.1) that raised "Can't pickle MonthDayNano" for any Arrow table.
+    A random fingerprint is what datasets itself falls back to for unhashable transforms."""
+    import uuid
+
+    from datasets.fingerprint import Hasher
+    orig = Hasher.hash.__func__
+
+    def safe(cls, value):
+        try:
+            return orig(cls, value)
+        except Exception:
+            return uuid.uuid4().hex
+    Hasher.hash = classmethod(safe)
+
+
 def run_trl(a, docs, device, dtype, packed: bool) -> dict:
     from datasets import Dataset
+    _tolerant_dataset_hashing()
     from tokenizers import Tokenizer, models
     from transformers import PreTrainedTokenizerFast, TrainerCallback
     from trl import SFTConfig, SFTTrainer

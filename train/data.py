@@ -179,17 +179,18 @@ def encode_rows(rows: list[dict], tokenizer, max_length: int) -> tuple[list[dict
 
 
 def pack(encoded: list[dict], max_length: int) -> pa.Table:
-    """Best-fit-decreasing packs (TRL's packer: a segment tree over free space) of whole
-    documents: columns input_ids, mask, seq_lengths (document lengths within each pack)."""
-    from datasets import Dataset
-    from trl import pack_dataset
+    """Best-fit-decreasing packs of whole documents: columns input_ids, mask, seq_lengths
+    (document lengths within each pack).
 
-    ds = Dataset.from_dict({"input_ids": [e["input_ids"] for e in encoded],
-                            "mask": [e["mask"] for e in encoded]})
-    # One map batch = all rows: BFD over the whole set, not per 1,000-row batch.
-    packed = pack_dataset(ds, max_length, strategy="bfd",
-                          map_kwargs={"batch_size": max(1, len(ds))})
-    return packed.with_format("arrow")[:]
+    TRL's packer (a segment tree over free space) called on the Arrow table directly:
+    `trl.pack_dataset` wraps the same function in a `datasets` map, whose fingerprinting
+    pickles the table's types with dill and failed on the GPU machine (Python 3.12, dill 0.4.1:
+    "Can't pickle MonthDayNano"); trl is pinned, so the private name is stable here."""
+    from trl.data_utils import _pack_bfd
+    table = pa.table({"input_ids": pa.array([e["input_ids"] for e in encoded],
+                                            pa.list_(pa.int32())),
+                      "mask": pa.array([e["mask"] for e in encoded], pa.list_(pa.int8()))})
+    return _pack_bfd(table, max_length)
 
 
 def fingerprint(encoded: list[dict]) -> str:

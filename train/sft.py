@@ -54,11 +54,9 @@ def _read(uri: str, source: str, cfg: SFTConfig) -> tuple[list[dict], list[dict]
 def prepare(cfg: SFTConfig) -> dict:
     """Read, check, encode, mix and pack the data; write packs/ and _rejects/. Returns the
     packs manifest (reused as is when the same data was prepared before)."""
-    from datasets.utils.logging import disable_progress_bar
     from transformers import AutoTokenizer
 
     from train import data as D
-    disable_progress_bar()
     out = cfg.output.rstrip("/")
     rows, rejects = _read(cfg.data, "longwriter", cfg)
     if not rows and not rejects:
