@@ -72,13 +72,13 @@ def _rate(times: list[float], tokens: list[int], warmup: int) -> float:
     return sum(tokens[w:]) / (times[-1] - times[w])
 
 
-def run_ours(a, docs, device, dtype) -> dict:
+def run_ours(a, docs, device, dtype, pack_length: int) -> dict:
     from train.data import pack
     from train.loop import accumulate
     from train.model import VARLEN, PackLoss, pack_tensors
-    table = pack(docs, a.max_length)
+    table = pack(docs, pack_length)
     lm = make_model(a.shape, dtype, VARLEN, device, a.gc)
-    model, optim = PackLoss(lm, 4096, a.gc), _optim(lm, device)
+    model, optim = PackLoss(lm, 4096), _optim(lm, device)
     times, tokens = [time.perf_counter()], []
     for i in range(table.num_rows):
         lengths = table["seq_lengths"][i].as_py()
@@ -90,7 +90,7 @@ def run_ours(a, docs, device, dtype) -> dict:
         times.append(time.perf_counter())
         tokens.append(sum(lengths))
     return {"tok_s": _rate(times, tokens, a.warmup), "steps": len(tokens),
-            "packing_efficiency": sum(tokens) / (len(tokens) * a.max_length)}
+            "packing_efficiency": sum(tokens) / (len(tokens) * pack_length)}
 
 
 def run_plain(a, docs, device, dtype, steps: int) -> dict:
@@ -184,14 +184,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--docs", type=int, default=None)
     ap.add_argument("--batch", type=int, default=4, help="TRL padded batch size")
     ap.add_argument("--warmup", type=int, default=2)
-    ap.add_argument("--runs", default="ours,trl_default,trl_packed,plain")
+    ap.add_argument("--runs", default="ours,ours_pack2x,trl_default,trl_packed,plain")
     ap.add_argument("--precision", default=None, choices=["bf16", "bf16-mixed", "fp32"],
                     help="same for every run; default bf16 on cuda (as DESIGN.md §11), fp32 on cpu")
     a = ap.parse_args(argv)
     cuda = a.device == "cuda"
     a.shape = a.shape or ("llama-1.2b" if cuda else "cpu-small")
     a.max_length = a.max_length or (8192 if cuda else 1024)
-    a.docs = a.docs or (48 if cuda else 24)
+    a.docs = a.docs or (64 if cuda else 24)
     a.gc = cuda  # activations of long packs need it on GPU; CPU memory does not
     device = torch.device("cuda" if cuda else "cpu")
     a.precision = a.precision or ("bf16" if cuda else "fp32")
@@ -204,7 +204,9 @@ def main(argv=None) -> dict:
     for name in a.runs.split(","):
         t = time.perf_counter()
         if name == "ours":
-            res[name] = run_ours(a, docs, device, dtype)
+            res[name] = run_ours(a, docs, device, dtype, a.max_length)
+        elif name == "ours_pack2x":  # same documents, packs of 2 x max_length
+            res[name] = run_ours(a, docs, device, dtype, 2 * a.max_length)
         elif name == "plain":
             res[name] = run_plain(a, docs, device, dtype, res.get("ours", {}).get("steps", 16))
         else:
@@ -224,7 +226,12 @@ def main(argv=None) -> dict:
         return round(res["ours"]["tok_s"] / res[other]["tok_s"], 3) if other in res else None
     out = {"ours_vs_trl_default": ratio("trl_default"), "ours_vs_trl_packed": ratio("trl_packed"),
            "ours_vs_plain_ceiling": ratio("plain"),
-           "packing_efficiency": round(res["ours"]["packing_efficiency"], 4), "device": dev,
+           "packing_efficiency": round(res["ours"]["packing_efficiency"], 4),
+           "ours_pack2x_vs_plain_ceiling": (round(res["ours_pack2x"]["tok_s"] / res["plain"]["tok_s"], 3)
+                                            if {"ours_pack2x", "plain"} <= set(res) else None),
+           "packing_efficiency_pack2x": (round(res["ours_pack2x"]["packing_efficiency"], 4)
+                                         if "ours_pack2x" in res else None),
+           "device": dev,
            "shape": a.shape, "max_length": a.max_length, "docs": a.docs,
            "precision": a.precision,
            "tok_s": {k: round(v["tok_s"], 1) for k, v in res.items()}}

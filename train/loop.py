@@ -146,7 +146,7 @@ def train_worker(config: dict) -> dict:
                         resolved_attention(cfg.attention, cuda), cfg.gradient_checkpointing)
         lm.to(device).train()
         mixed = prec == "bf16-mixed"
-        model = _wrap(PackLoss(lm, cfg.loss_chunk_tokens, cfg.gradient_checkpointing), cfg,
+        model = _wrap(PackLoss(lm, cfg.loss_chunk_tokens), cfg,
                       device, mixed)
         # DDP or one process: autocast; FSDP: its MixedPrecisionPolicy does the casting
         autocast = mixed and not (cfg.strategy == "fsdp" and ctx.world > 1)
@@ -238,7 +238,8 @@ def run_steps(cfg, ctx, model, lm, optim, sched, packs, slot, steps, state, devi
         rec = {"step": step + 1, "loss": nll / max(n_global, 1), "lr": sched.get_last_lr()[0],
                "grad_norm": float(grad_norm), "tokens": int(tokens),
                "target_tokens": int(n_global), "tokens_per_s": tokens / dt, "seconds": dt,
-               "packing_efficiency": tokens / (ctx.world * cfg.packs_per_step * cfg.max_length)}
+               "packing_efficiency": tokens / (ctx.world * cfg.packs_per_step
+                                               * (cfg.pack_length or cfg.max_length))}
         if peak:
             rec["mfu"] = (flops_param * tokens + flops_attn * attn_work) / dt / (peak * ctx.world)
         state["history"].append(rec)

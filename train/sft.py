@@ -74,19 +74,23 @@ def prepare(cfg: SFTConfig) -> dict:
     fp = D.fingerprint(kept)
     packs_uri = storage.join(out, "packs")
     old = storage.load_manifest(packs_uri, cfg.storage)
-    if old and old.get("fingerprint") == fp and old.get("max_length") == cfg.max_length:
+    plen = cfg.pack_length or cfg.max_length
+    if plen < cfg.max_length:
+        raise ConfigError(f"pack_length {plen} < max_length {cfg.max_length}")
+    if old and old.get("fingerprint") == fp and old.get("pack_length") == plen:
         return old
     if old and _has_checkpoints(cfg):
         raise ConfigError(f"{out} holds a training run on other data (fingerprint "
                           f"{old.get('fingerprint', '?')[:12]} != {fp[:12]}): use a new output")
-    table = D.pack(kept, cfg.max_length)
+    table = D.pack(kept, plen)
     lengths = [sum(s) for s in table["seq_lengths"].to_pylist()]
-    stats = {"fingerprint": fp, "max_length": cfg.max_length, "rows_kept": len(kept),
+    stats = {"fingerprint": fp, "max_length": cfg.max_length, "pack_length": plen,
+             "rows_kept": len(kept),
              "rows_rejected": len(rejects), "reject_reasons": dict(reasons),
              "rows_by_source": dict(Counter(k["source"] for k in kept)),
              "packs": table.num_rows, "tokens": sum(lengths),
              "target_tokens": sum(sum(k["mask"]) for k in kept),
-             "packing_efficiency": sum(lengths) / (table.num_rows * cfg.max_length)}
+             "packing_efficiency": sum(lengths) / (table.num_rows * plen)}
     w = storage.DatasetWriter(storage.join(out, "_rejects"), cfg.storage)
     w.manifest = {"files": [], "rows": 0}  # rejects of this preparation only
     w.write([{k: r.get(k) for k in records.REJECT.names} for r in rejects], records.REJECT)

@@ -26,8 +26,7 @@ PACKS = [
 
 def _model(path):
     torch.manual_seed(0)
-    return PackLoss(load_model(path, "float32", "sdpa", gradient_checkpointing=False),
-                    chunk_tokens=7, checkpoint_chunks=False)
+    return PackLoss(load_model(path, "float32", "sdpa", gradient_checkpointing=False), chunk_tokens=7)
 
 
 def _hand_average(model) -> torch.Tensor:
