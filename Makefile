@@ -41,6 +41,7 @@ bench: models
 	$(PY) benchmarks/dedup.py
 	$(PY) benchmarks/eval.py
 	$(PY) benchmarks/engine.py
+	$(PY) benchmarks/train.py
 
 lint: setup
 	$(VENV)/bin/ruff check .

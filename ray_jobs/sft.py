@@ -35,6 +35,8 @@ def main(cfg: SFTConfig) -> dict:
     print(f"data: {data.get('rows_kept')} rows trained, {data.get('rows_rejected')} rejected "
           f"({json.dumps(data.get('reject_reasons', {}))}; see {out}/_rejects), "
           f"{data.get('packs')} packs")
+    if manifest.get("resumed_from"):
+        print(f"resumed from checkpoint(s) at step {manifest['resumed_from']}")
     print("metrics: " + json.dumps({k: round(v, 4) if isinstance(v, float) else v
                                     for k, v in final.items()}) + f"  (report: {out}/report.md)")
     return manifest

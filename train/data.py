@@ -5,15 +5,17 @@
     ids, mask = encode(messages, tokenizer)          # the model's own chat template
     packs = pack(encoded, max_length)                # TRL's best-fit-decreasing packer
 
+Rows carry `messages` (LongWriter-6k as published, curated directories) or `prompt` and
+`response` (a generation directory), read as one user and one assistant turn.
 Every dropped row becomes a reject (records.REJECT: file, line, stage, reason); nothing is
 truncated: a row longer than `max_length` is rejected as `too_long`, as the paper's code skips it.
 """
 from __future__ import annotations
 
 import hashlib
-from array import array
 import json
 import random
+from array import array
 
 import pyarrow as pa
 
@@ -58,9 +60,10 @@ def _read_file(uri: str, cfg) -> tuple[list[dict], list[dict]]:
 
         import pyarrow.parquet as pq
         table = pq.read_table(io.BytesIO(data))
-        if "messages" not in table.column_names:
-            raise storage.StorageError(f"{uri} has no `messages` column "
-                                       f"(columns: {', '.join(table.column_names)})")
+        if "messages" not in table.column_names and not {"prompt", "response"} <= set(
+                table.column_names):
+            raise storage.StorageError(f"{uri} has neither `messages` nor `prompt`+`response` "
+                                       f"columns (columns: {', '.join(table.column_names)})")
         for n, row in enumerate(table.to_pylist(), start=1):
             rows.append({**row, "_file": uri, "_line": n})
         return rows, rejects
@@ -153,6 +156,9 @@ def encode_rows(rows: list[dict], tokenizer, max_length: int) -> tuple[list[dict
     for row in rows:
         file, line = row.get("_file"), row.get("_line")
         messages = row.get("messages")
+        if messages is None and "response" in row:  # a generation directory: prompt/response
+            messages = [{"role": "user", "content": row.get("prompt")},
+                        {"role": "assistant", "content": row.get("response")}]
         id_ = row.get("id") or (stable_id(json.dumps(messages, default=str)[:10000])
                                 if messages is not None else None)
         clean = {k: v for k, v in row.items() if not k.startswith("_")}

@@ -94,9 +94,11 @@ def _peak(device) -> float | None:
 
 def _save(ctx, loss_mod, optim, sched, state: dict) -> str | None:
     """Gather full weights and optimizer state (all ranks take part), rank 0 writes them."""
-    from torch.distributed.checkpoint.state_dict import (StateDictOptions,
-                                                         get_model_state_dict,
-                                                         get_optimizer_state_dict)
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
     msd = get_model_state_dict(loss_mod, options=opts)
     osd = get_optimizer_state_dict(loss_mod, optim, options=opts)
@@ -127,7 +129,9 @@ def train_worker(config: dict) -> dict:
     torch.manual_seed(cfg.seed)
     packs = config["packs"]
     if isinstance(packs, str):
-        packs = storage.read_dataset(packs, cfg.storage)
+        uri, packs = packs, storage.read_dataset(packs, cfg.storage)
+        if packs is None:
+            raise FileNotFoundError(f"no committed packs at {uri}")
     spe, slot = schedule(packs.num_rows, ctx.world, cfg.packs_per_step, cfg.seed)
     steps = total_steps(cfg, spe)
 
@@ -156,8 +160,10 @@ def train_worker(config: dict) -> dict:
         sched = torch.optim.lr_scheduler.LambdaLR(optim, _lr_lambda(
             cfg.lr_scheduler, math.ceil(cfg.warmup_ratio * steps), steps))
         if ckpt:
-            from torch.distributed.checkpoint.state_dict import (StateDictOptions,
-                                                                 set_optimizer_state_dict)
+            from torch.distributed.checkpoint.state_dict import (
+                StateDictOptions,
+                set_optimizer_state_dict,
+            )
             osd = torch.load(os.path.join(ckpt, "optimizer.pt"), weights_only=False)
             set_optimizer_state_dict(model, optim, osd,
                                      options=StateDictOptions(full_state_dict=True))

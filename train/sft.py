@@ -12,6 +12,7 @@ A rerun resumes from the last checkpoint; a finished output is left as it is.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections import Counter
@@ -140,9 +141,19 @@ def _fit(cfg: SFTConfig, loop_config: dict) -> None:
                          f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}") from e
 
 
+def _absolute(cfg: SFTConfig) -> SFTConfig:
+    """Local paths made absolute: Ray Train workers run in their own working directories."""
+    def fix(p):
+        local = p and "://" not in p and (p.startswith((".", "~", "/")) or os.path.exists(p))
+        return os.path.abspath(os.path.expanduser(p)) if local else p
+    return dataclasses.replace(cfg, output=fix(cfg.output), data=fix(cfg.data),
+                               chat_data=fix(cfg.chat_data), model=fix(cfg.model))
+
+
 def run_sft(cfg: SFTConfig) -> dict:
     """Train (or resume) and export; returns the model manifest."""
     from dataset_builder.jobs import code_version
+    cfg = _absolute(cfg)
     out = cfg.output.rstrip("/")
     storage.check_reachable(out, cfg.storage)
     done = storage.load_manifest(storage.join(out, "model"), cfg.storage)

@@ -99,3 +99,28 @@ def test_bad_config_fails_with_one_clear_line(ray_head):
     assert r.returncode != 0
     assert "error: engine.max_num_seqs: expected int, got str" in r.stdout + r.stderr
     assert "Traceback" not in r.stdout
+
+
+def test_sft_job_submits_as_a_module_and_trains_on_s3(ray_head, tiny_narrow_model, moto_s3,
+                                                      tmp_path):
+    """`python -m ray_jobs.sft` under `ray job submit --working-dir .`: 2 Ray Train workers,
+    data, checkpoints and the model on S3, no secret in any output."""
+    address, env, token = ray_head
+    run = f"s3://test-bucket/e2e-sft-{tmp_path.name}"
+    rows = [{"messages": [{"role": "user", "content": f"Name {i}."},
+                          {"role": "assistant", "content": f"Number {i} is {i}."}]}
+            for i in range(6)]
+    storage.write_jsonl(f"{run}/data.jsonl", rows)
+    r = _submit(address, env, "python", "-m", "ray_jobs.sft", "--config",
+                "ray_jobs/configs/sft_tiny.yaml", "--set", f"model={tiny_narrow_model}",
+                "--set", f"data={run}/data.jsonl", "--set", f"output={run}/out",
+                "--set", "max_steps=4", "--set", "progress=false")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    assert f"model: {run}/out/model" in r.stdout
+    manifest = storage.load_manifest(f"{run}/out/model")
+    assert manifest["final_metrics"]["steps"] == 4 and manifest["data"]["rows_kept"] == 6
+    assert storage.exists(f"{run}/out/train/checkpoint_manager_snapshot.json")
+    texts = [storage.read_bytes(f"{run}/out/{p}").decode() for p in
+             ("_config.yaml", "model/_manifest.json", "report.md", "metrics.jsonl")]
+    for secret in (token, os.environ["AWS_SECRET_ACCESS_KEY"] * 2):
+        assert not any(secret in t for t in texts)

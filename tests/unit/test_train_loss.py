@@ -31,7 +31,7 @@ def _model(path):
 
 def _hand_average(model) -> torch.Tensor:
     """mean over all target tokens of -log p, from full logits of each document alone."""
-    lm, nll, n = model.lm, [], 0
+    lm, nll = model.lm, []
     for ids, mask, lengths in PACKS:
         off = 0
         for L in lengths:
