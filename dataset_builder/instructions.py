@@ -47,8 +47,12 @@ def _reject(line: int, reason: str, raw) -> dict:
 
 def parse_jsonl(data: bytes, source: str) -> tuple[list[dict], list[dict]]:
     rows, rejects = [], []
-    for n, raw in enumerate(data.split(b"\n"), start=1):
-        if not raw.strip():
+    lines = data.split(b"\n")
+    if lines and not lines[-1].strip():
+        lines.pop()  # the newline that ends the file is not a line
+    for n, raw in enumerate(lines, start=1):
+        if not raw.strip():  # counted, so input lines = rows + rejects
+            rejects.append(_reject(n, "blank_line", ""))
             continue
         try:
             text = raw.decode("utf-8")

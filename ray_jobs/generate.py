@@ -36,7 +36,18 @@ def curate(cfg: GenerateConfig, stats: dict) -> None:
           f"(dropped: {json.dumps(reasons)}; report: {out}/longwriter/report.md)")
 
 
+def preflight(cfg: GenerateConfig) -> None:
+    """Everything that can be checked before Ray and the engines start (seconds, not ~30 s)."""
+    from dataset_builder import storage
+    from dataset_builder.models import check_model
+    if cfg.engine.backend == "vllm":
+        check_model(cfg.engine.model, "engine.model")
+    storage.check_reachable(cfg.input, cfg.storage, must_exist=True)
+    storage.check_reachable(cfg.output, cfg.storage)
+
+
 def main(cfg: GenerateConfig) -> dict:
+    preflight(cfg)
     init_ray()
     stats = run(cfg)
     if cfg.curate:

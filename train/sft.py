@@ -19,6 +19,7 @@ from collections import Counter
 
 from dataset_builder import records, storage
 from dataset_builder.config import ConfigError, config_hash
+from dataset_builder.models import check_model
 from train.config import SFTConfig
 
 log = logging.getLogger(__name__)
@@ -27,21 +28,6 @@ RUN_NAME = "train"
 
 class TrainError(RuntimeError):
     """Training failed after its retries; the message names the cause and the output."""
-
-
-def check_model(path: str) -> None:
-    """One clear line for a model that cannot be loaded, before any worker starts."""
-    if os.path.isdir(path) and os.path.exists(os.path.join(path, "config.json")):
-        return
-    if not path or path.startswith((".", "/", "~")) or os.path.exists(path):
-        raise ConfigError(f"model not found: {path!r} (a local Hugging Face directory with "
-                          "config.json)")
-    try:  # a hub id: only works where the hub (or its cache) is reachable
-        from transformers import AutoConfig
-        AutoConfig.from_pretrained(path)
-    except Exception as e:
-        raise ConfigError(f"model {path!r} is not a local directory and could not be loaded "
-                          f"from the hub: {type(e).__name__}") from None
 
 
 def _read(uri: str, source: str, cfg: SFTConfig) -> tuple[list[dict], list[dict]]:
@@ -162,7 +148,7 @@ def run_sft(cfg: SFTConfig) -> dict:
             log.warning("%s/model was trained with another config (%s); nothing done. Use a new "
                         "output to train again.", out, done.get("config_hash"))
         return {**done, "skipped": True}
-    check_model(cfg.model)
+    check_model(cfg.model)  # before any worker starts
     storage.check_reachable(cfg.data, cfg.storage, must_exist="*" not in cfg.data)
     packs = prepare(cfg)
     manifest = {"data": {k: packs.get(k) for k in ("fingerprint", "rows_kept", "rows_rejected",

@@ -72,3 +72,17 @@ def test_yaml_boolean_words_map_back_to_literal_options():
     from dataset_builder.curate.pipeline import CurateConfig
     cfg = load_config(CurateConfig, None, ["input=a", "output=b", "filters.truncation=off"])
     assert cfg.filters.truncation == "off"
+
+
+def test_nothing_in_the_repository_points_outside_it():
+    """A clone (and a submitted working dir) has no shared folder beside it: docs live in
+    docs/."""
+    import subprocess
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[2]
+    files = subprocess.run(["git", "ls-files"], cwd=root, capture_output=True, text=True).stdout
+    needle = "../" + "shared"
+    bad = [f for f in files.split() if (root / f).is_file() and f.endswith(
+        (".py", ".md", ".yaml", ".toml", "Makefile")) and needle in (root / f).read_text(
+        errors="ignore")]
+    assert bad == []

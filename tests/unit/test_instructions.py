@@ -29,7 +29,12 @@ def test_bad_rows_become_rejects_with_line_numbers(tmp_path):
     by_line = {r["line"]: r["reason"].split(":")[0] for r in rejects}
     assert by_line == {2: "malformed_json", 3: "missing_prompt", 4: "empty_prompt",
                        5: "prompt_not_string", 6: "invalid_utf8", 7: "not_an_object",
-                       9: "bad_required_words"}
+                       8: "blank_line", 9: "bad_required_words"}
+    # every line is accounted for: rows + rejects = lines (a final newline is not a line)
+    assert len(rows) + len(rejects) == len(lines)
+    p.write_bytes(b"\n".join(lines) + b"\n")
+    again, again_rejects = ins.read_instructions(str(p))
+    assert len(again) + len(again_rejects) == len(lines)
 
 
 def test_exact_duplicates_dropped_after_normalization():
