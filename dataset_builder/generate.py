@@ -33,6 +33,9 @@ class SelectionConfig:
         "this many words (the paper: 2,000). 0 keeps everything.")
     llm_estimate: bool = field(True, help="Ask the engine for a length estimate when the prompt "
         "states none (digits-only regex constraint); otherwise such rows are rejected.")
+    max_estimate_words: int = field(32000, help="An LLM estimate above this is implausible (a "
+        "small model said 123,456 words for a one-line translation) and the row is rejected as "
+        "`estimate_out_of_range`; LongWriter-6k outputs reach 32k words.")
 
 
 @dataclass
@@ -78,7 +81,8 @@ def _select(cfg: GenerateConfig, actors, rows: list[dict], rejects: list[dict]) 
         _estimate_lengths(actors, rows)
     kept = []
     for r in rows:
-        ok, reason = selection.keep(r, cfg.selection.min_required_words)
+        ok, reason = selection.keep(r, cfg.selection.min_required_words,
+                                    cfg.selection.max_estimate_words)
         kept.append(r) if ok else rejects.append({"id": r["id"], "line": r["line"],
                                                   "stage": "selection", "reason": reason,
                                                   "raw": r["prompt"][:2000]})
@@ -143,10 +147,16 @@ def run(cfg: GenerateConfig, actors: list | None = None) -> dict:
     old_rejects = old_table.to_pylist() if old_table is not None else []
     if not cfg.retry_rejects:
         done |= {r["id"] for r in old_rejects if r["id"] and r["stage"] not in ("input", "dedup")}
+    # Finished and rejected rows are not selected again, and engines start only when a
+    # pending row may need one (a rerun with nothing left to do took ~50 s for nothing).
+    pending = selection.assign_required([r for r in rows if r["id"] not in done])
     own = actors is None
-    actors = actors or start_engines(cfg.engine, cfg.num_engines)
-    selected = _select(cfg, actors, rows, rejects)
-    todo = [r for r in selected if r["id"] not in done][: cfg.limit]
+    if own:
+        needs = any((r["required_words"] or 0) >= cfg.selection.min_required_words
+                    or (cfg.selection.llm_estimate and not r["required_words"]) for r in pending)
+        actors = start_engines(cfg.engine, cfg.num_engines) if needs else []
+    selected = _select(cfg, actors, pending, rejects)
+    todo = selected[: cfg.limit]
     stats = Stats()
     for r in rejects:
         stats.reject(r["stage"], r["reason"])

@@ -69,10 +69,14 @@ def assign_required(rows: list[dict]) -> list[dict]:
     return rows
 
 
-def keep(row: dict, min_words: int) -> tuple[bool, str | None]:
+def keep(row: dict, min_words: int, max_estimate: int | None = None
+         ) -> tuple[bool, str | None]:
+    """(keep, reason). An LLM estimate above `max_estimate` is out of range, not a request."""
     req = row.get("required_words")
     if req is None:
         return False, "required_words_unknown"
+    if max_estimate and row.get("required_words_source") == "llm" and req > max_estimate:
+        return False, f"estimate_out_of_range: {req} > {max_estimate}"
     if req < min_words:
         return False, f"below_min_required_words: {req} < {min_words}"
     return True, None

@@ -79,9 +79,28 @@ def check_reachable(uri: str, cfg: StorageConfig | None = None, must_exist: bool
     except StorageError:
         raise
     except Exception as e:  # botocore/aiohttp raise a zoo of types; the message is what matters
-        raise StorageError(f"cannot reach storage for {uri}: {type(e).__name__}: {e}") from None
+        down = _endpoint_down(uri, cfg)
+        raise StorageError(f"cannot reach storage for {uri}: {type(e).__name__}: {e}"
+                           + (f"; also, {down}" if down and down not in str(e) else "")) from None
     if must_exist and not exists:
         raise StorageError(f"input not found: {uri}")
+
+
+def _endpoint_down(uri: str, cfg: StorageConfig | None) -> str | None:
+    """Why a configured S3 endpoint cannot be reached, if it cannot: botocore reports missing
+    credentials first, which hid that the endpoint itself was down."""
+    import socket
+    from urllib.parse import urlparse
+    endpoint = storage_options(uri, cfg).get("client_kwargs", {}).get("endpoint_url")
+    if not endpoint:
+        return None
+    u = urlparse(endpoint)
+    port = u.port or (443 if u.scheme == "https" else 80)
+    try:
+        socket.create_connection((u.hostname, port), timeout=3).close()
+    except OSError as e:
+        return f"the endpoint {u.scheme}://{u.hostname}:{port} is not reachable ({e.strerror or e})"
+    return None
 
 
 def read_bytes(uri: str, cfg: StorageConfig | None = None) -> bytes:

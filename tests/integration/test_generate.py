@@ -48,7 +48,7 @@ def _requests(actor):
     return ray.get(actor.metrics.remote())["requests"]
 
 
-def test_bad_input_rerun_and_resume_local(tiny_engine, tiny_model, tmp_path):
+def test_bad_input_rerun_and_resume_local(tiny_engine, tiny_model, tmp_path, monkeypatch):
     cfg = _cfg(tiny_model, _input(tmp_path / "in.jsonl", [b"\xff\xfe not utf8"]), tmp_path / "o")
     stats = run(cfg, actors=[tiny_engine])
     out = str(tmp_path / "o")
@@ -73,6 +73,10 @@ def test_bad_input_rerun_and_resume_local(tiny_engine, tiny_model, tmp_path):
     again = run(cfg, actors=[tiny_engine])
     assert again["written_this_run"] == 0 and _requests(tiny_engine) == before
     assert len(storage.read_dataset(f"{out}/_rejects")) == len(rejects)
+    # ... and a rerun that would start its own engines starts none.
+    import dataset_builder.generate as G
+    monkeypatch.setattr(G, "start_engines", lambda *a, **k: pytest.fail("engine started"))
+    assert run(cfg)["written_this_run"] == 0
 
     # Lose the output but keep the journal: every step is resumed, none regenerated.
     fs, path = storage.get_fs(f"{out}/generations")

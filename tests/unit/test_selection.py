@@ -33,3 +33,13 @@ def test_keep_and_sources():
     assert keep(rows[1], 2000)[1].startswith("below_min_required_words")
     assert keep(rows[2], 2000) == (False, "required_words_unknown")
     assert parse_estimate("about 2,400") == 2400 and parse_estimate("none") is None
+
+
+def test_llm_estimates_out_of_range_are_rejected_stated_lengths_are_not():
+    est = {"prompt": "translate 'good morning'", "required_words": 123456,
+           "required_words_source": "llm"}
+    assert keep(est, 2000, 32000) == (False, "estimate_out_of_range: 123456 > 32000")
+    assert keep({**est, "required_words": 3000}, 2000, 32000) == (True, None)
+    stated = {"prompt": "Write 100,000 words", "required_words": 100000,
+              "required_words_source": "rule"}
+    assert keep(stated, 2000, 32000) == (True, None)

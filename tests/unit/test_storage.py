@@ -46,3 +46,19 @@ def test_unreachable_endpoint_fails_fast_with_clear_message():
 def test_missing_local_input():
     with pytest.raises(storage.StorageError, match="input not found"):
         storage.check_reachable("/nonexistent/in.jsonl", must_exist=True)
+
+
+def test_dead_endpoint_without_credentials_names_both(monkeypatch):
+    from dataset_builder import storage
+    for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+              "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    cfg = storage.StorageConfig(endpoint_url="http://127.0.0.1:9")
+    with pytest.raises(storage.StorageError) as e:
+        storage.check_reachable("s3://no-creds-bucket/x", cfg)
+    msg = str(e.value)
+    assert "127.0.0.1:9 is not reachable" in msg or "127.0.0.1:9" in msg and "refused" in msg
+    assert len(msg.splitlines()) == 1
