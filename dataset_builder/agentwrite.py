@@ -31,6 +31,9 @@ class AgentWriteConfig:
     max_paragraph_words: int = field(1500, help="Largest word budget per paragraph.")
     max_main_point_chars: int = field(300, help="Longest main point in characters (the plan "
         "regex bounds it so every plan terminates).")
+    min_main_point_words: int = field(2, help="A main point needs this many words of letters "
+        "(CJK: twice as many characters) and mostly letters, so junk plans ('Worl C C 0111 "
+        "1111111') are retried, not written. 0 disables (random-weight test models).")
     total_tolerance: float = field(0.3, help="Plan total must be within this fraction of "
         "required_words (when known).")
     rescale_plan: bool = field(False, help="If a plan's total is off, scale its budgets to "
@@ -77,23 +80,44 @@ def parse_plan(text: str) -> list[dict]:
     return plan
 
 
+_WORD = re.compile(r"[^\W\d_]{2,}")
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]")
+
+
+def is_text(s: str, min_words: int) -> bool:
+    """At least `min_words` words of 2+ letters (or 2 x as many CJK characters), and letters
+    are most of the non-space characters."""
+    if min_words <= 0:
+        return True
+    chars = [c for c in s if not c.isspace()]
+    letters = sum(c.isalpha() for c in chars)
+    enough = len(_WORD.findall(s)) >= min_words or len(_CJK.findall(s)) >= 2 * min_words
+    return enough and letters >= 0.5 * max(len(chars), 1)
+
+
 def validate_plan(plan: list[dict], required: int | None, cfg: AgentWriteConfig
                   ) -> tuple[list[dict] | None, str | None]:
-    """(plan, None) if usable (possibly rescaled), else (None, reason)."""
+    """(plan, None) if usable (possibly rescaled), else (None, reason). The total is checked on
+    the budgets that will be written, after any rescaling or clamping."""
     if not (cfg.min_paragraphs <= len(plan) <= cfg.max_paragraphs):
         return None, f"plan_paragraphs_out_of_range: {len(plan)}"
+    junk = [p["main_point"] for p in plan if not is_text(p["main_point"],
+                                                        cfg.min_main_point_words)]
+    if junk:
+        return None, f"plan_main_point_not_text: {junk[0][:60]!r}"
     lo, hi = cfg.min_paragraph_words, cfg.max_paragraph_words
     total = sum(p["words"] for p in plan)
-    if required and abs(total - required) > cfg.total_tolerance * required:
-        if not cfg.rescale_plan:
-            return None, f"plan_total_off: {total} vs required {required}"
-        plan = [{**p, "words": min(hi, max(lo, round(p["words"] * required / max(total, 1))))}
-                for p in plan]
-        total = sum(p["words"] for p in plan)
-        if abs(total - required) > cfg.total_tolerance * required:
-            return None, f"plan_total_off_after_rescale: {total} vs required {required}"
-    elif cfg.rescale_plan:
-        plan = [{**p, "words": min(hi, max(lo, p["words"]))} for p in plan]
+
+    def off(t: int) -> bool:
+        return bool(required) and abs(t - required) > cfg.total_tolerance * required
+    if off(total) and not cfg.rescale_plan:
+        return None, f"plan_total_off: {total} vs required {required}"
+    if cfg.rescale_plan:
+        scale = required / max(total, 1) if off(total) else 1.0
+        plan = [{**p, "words": min(hi, max(lo, round(p["words"] * scale)))} for p in plan]
+        if off(sum(p["words"] for p in plan)):  # clamping can undo the scaling
+            return None, (f"plan_total_off_after_rescale: {sum(p['words'] for p in plan)} vs "
+                          f"required {required}")
     bad = [p["words"] for p in plan if not lo <= p["words"] <= hi]
     if bad:
         return None, f"plan_paragraph_budget_out_of_bounds: {bad[0]} not in [{lo}, {hi}]"

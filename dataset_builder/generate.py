@@ -120,7 +120,9 @@ def _write_rejects(cfg, out: str, rejects: list[dict], old: list[dict]) -> None:
     seen = {(r["stage"], r["id"], r["line"]) for r in old}
     new = [r for r in rejects if (r["stage"], r.get("id"), r.get("line")) not in seen]
     w = storage.DatasetWriter(uri, cfg.storage)
-    if w.write([{k: r.get(k) for k in records.REJECT.names} for r in new], records.REJECT):
+    rows = [{**{k: r.get(k) for k in records.REJECT.names}, "file": r.get("file") or cfg.input}
+            for r in new]
+    if w.write(rows, records.REJECT):
         w.commit()
 
 
@@ -157,6 +159,7 @@ def run(cfg: GenerateConfig, actors: list | None = None) -> dict:
         actors = start_engines(cfg.engine, cfg.num_engines) if needs else []
     selected = _select(cfg, actors, pending, rejects)
     todo = selected[: cfg.limit]
+    line_of = {r["id"]: r for r in todo}  # plan/write rejects keep their input line
     stats = Stats()
     for r in rejects:
         stats.reject(r["stage"], r["reason"])
@@ -169,8 +172,9 @@ def run(cfg: GenerateConfig, actors: list | None = None) -> dict:
         if res["status"] == "reject":
             stats.c["failed"] += 1
             stats.reject(res["stage"], res["reason"])
-            rejects.append({"id": res["id"], "line": None, "stage": res["stage"],
-                            "reason": res["reason"], "raw": None})
+            src = line_of.get(res["id"], {})
+            rejects.append({"id": res["id"], "line": src.get("line"), "stage": res["stage"],
+                            "reason": res["reason"], "raw": (src.get("prompt") or "")[:2000]})
         elif res["record"]["id"] in done:
             stats.c["duplicates_ignored"] += 1
             continue

@@ -36,7 +36,7 @@ def test_validate_plan_bounds_and_total():
     assert validate_plan(PLAN, 2000, cfg) == (PLAN, None)
     assert validate_plan(PLAN, 5000, cfg)[1].startswith("plan_total_off")
     assert validate_plan([], 2000, cfg)[1].startswith("plan_paragraphs_out_of_range")
-    big = [{"main_point": "x", "words": 5000}]
+    big = [{"main_point": "One long chapter", "words": 5000}]
     assert "out_of_bounds" in validate_plan(big, None, cfg)[1]
     rescaled, reason = validate_plan(PLAN, 2600, AgentWriteConfig(rescale_plan=True,
                                                                   total_tolerance=0.05))
@@ -80,3 +80,26 @@ def test_layouts_share_prefixes(tiny_model):
     # ...and only a short tail (the step itself) follows the text so far
     tail = q3[q3.index(paras[1]) + len(paras[1]):]
     assert tail.startswith("\n\nNow write paragraph 3 (") and len(tail) < 200, tail
+
+
+def test_plan_total_is_checked_after_clamping():
+    """5 x 15,000 words for 100,000 passes the tolerance but would be written as 5 x 1,500."""
+    cfg = AgentWriteConfig(rescale_plan=True, max_paragraph_words=1500)
+    plan = [{"main_point": f"Part {i} of the history", "words": 15000} for i in range(5)]
+    got, reason = validate_plan(plan, 100000, cfg)
+    assert got is None and reason.startswith("plan_total_off_after_rescale: 7500")
+    # within tolerance and within bounds after clamping: kept, budgets as written
+    ok, _ = validate_plan([{"main_point": "A long opening scene", "words": 1600},
+                           {"main_point": "The turn of events", "words": 1400}], 3000, cfg)
+    assert [p["words"] for p in ok] == [1500, 1400]
+
+
+@pytest.mark.parametrize("point,ok", [
+    ("Worl C C 0111 1111111 1111", False), ("12345 67890", False), ("x", False),
+    ("Origins of the festival", True), ("春节的起源与传说", True), ("Zölle und Handel", True)])
+def test_main_points_must_be_text(point, ok):
+    cfg = AgentWriteConfig()
+    plan = [{"main_point": point, "words": 500}]
+    _, reason = validate_plan(plan, None, cfg)
+    assert (reason is None) == ok, reason
+    assert validate_plan(plan, None, AgentWriteConfig(min_main_point_words=0))[1] is None
