@@ -44,7 +44,8 @@ class SFTConfig:
     lr_scheduler: Literal["cosine", "linear", "constant"] = field(
         "cosine", help="Decay after warmup.")
     warmup_ratio: float = field(0.03, help="Fraction of steps with linear warmup.")
-    weight_decay: float = field(0.1, help="AdamW weight decay.")
+    weight_decay: float = field(0.1, help="AdamW weight decay (matrices only; norms and biases "
+                                "are not decayed).")
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.95], help="AdamW betas.")
     max_grad_norm: float = field(1.0, help="Gradient clipping norm (0 disables).")
     precision: Literal["auto", "bf16-mixed", "bf16", "fp32"] = field(

@@ -78,6 +78,16 @@ def _wrap(model, cfg: SFTConfig, device, mixed: bool = False):
     return DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
+def _optimizer(model, cfg: SFTConfig, cuda: bool) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices only (norm gains and biases are not decayed, as in HF
+    Trainer and the paper's DeepSpeed setup)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=tuple(cfg.adam_betas),
+                             **({"fused": True} if cuda else {}))
+
+
 def _flops_per_token(lm) -> tuple[float, float]:
     """(6 x parameters, causal attention flops per token per unit of context) for MFU."""
     c = lm.config
@@ -150,13 +160,10 @@ def train_worker(config: dict) -> dict:
                         resolved_attention(cfg.attention, cuda), cfg.gradient_checkpointing)
         lm.to(device).train()
         mixed = prec == "bf16-mixed"
-        model = _wrap(PackLoss(lm, cfg.loss_chunk_tokens), cfg,
-                      device, mixed)
+        model = _wrap(PackLoss(lm, cfg.loss_chunk_tokens), cfg, device, mixed)
         # DDP or one process: autocast; FSDP: its MixedPrecisionPolicy does the casting
         autocast = mixed and not (cfg.strategy == "fsdp" and ctx.world > 1)
-        optim = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate,
-                                  betas=tuple(cfg.adam_betas), weight_decay=cfg.weight_decay,
-                                  **({"fused": True} if cuda else {}))
+        optim = _optimizer(model, cfg, cuda)
         sched = torch.optim.lr_scheduler.LambdaLR(optim, _lr_lambda(
             cfg.lr_scheduler, math.ceil(cfg.warmup_ratio * steps), steps))
         if ckpt:
