@@ -49,8 +49,10 @@ def cli(cls, main: Callable, argv: list[str] | None = None, description: str = "
 
 def init_ray() -> None:
     """Connect to the cluster `ray job submit` points at (RAY_ADDRESS), else start a fresh local
-    Ray bound to loopback. "local" (not auto-detect) so a stale cluster address file left on the
-    machine is never joined; set RAY_ADDRESS=auto to join a running `ray start` cluster."""
+    Ray. "local" (not auto-detect) so a stale cluster address file left on the machine is never
+    joined; set RAY_ADDRESS=auto to join a running `ray start` cluster. Ray 2.60 rewrites
+    _node_ip_address=127.0.0.1 to the machine's address and its servers listen on all
+    interfaces whatever is passed (README: facts); token authentication guards them."""
     import os
 
     import ray
