@@ -35,6 +35,9 @@ def ray_head(moto_s3):
            "RAY_ENABLE_UV_RUN_RUNTIME_ENV": "0", "PATH": f"{BIN}:{os.environ.get('PATH', '')}"}
     r = _run([f"{BIN}/ray", "start", "--head", f"--port={port}", "--dashboard-host=127.0.0.1",
               f"--dashboard-port={dash}", "--num-cpus=3", f"--temp-dir={tmp}",
+              # the agent's default port (52365) is fixed: any other Ray on the machine took it
+              # and this head's job agent never came up ("No available agent to submit job")
+              f"--dashboard-agent-listen-port={free_port()}",
               "--node-ip-address=127.0.0.1",
               "--include-dashboard=true", "--disable-usage-stats"], env)
     assert r.returncode == 0, r.stderr[-2000:]
