@@ -76,7 +76,7 @@ def _estimate_lengths(actors, rows: list[dict]) -> None:
 
 
 def _select(cfg: GenerateConfig, actors, rows: list[dict], rejects: list[dict]) -> list[dict]:
-    rows = selection.assign_required(rows)
+    """Rows already through selection.assign_required: LLM estimates, then the length rules."""
     if cfg.selection.llm_estimate:
         _estimate_lengths(actors, rows)
     kept = []

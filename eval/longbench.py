@@ -82,11 +82,16 @@ def parse_benchmark(data: bytes, en_prompts: set[str] | None = None
     return items, rejects
 
 
+def benchmark_uri(data_dir: str, subset: str = "all") -> str:
+    """The benchmark file of `subset` ("all" or "en") under `data_dir`."""
+    return storage.join(resolve_data_dir(data_dir), EN_FILE if subset == "en" else FULL_FILE)
+
+
 def load_benchmark(data_dir: str, subset: str = "all", storage_cfg=None
                    ) -> tuple[list[dict], list[dict], dict]:
     """(items, rejects, meta) for `subset`; raises StorageError if the file is missing."""
     base = resolve_data_dir(data_dir)
-    uri = storage.join(base, EN_FILE if subset == "en" else FULL_FILE)
+    uri = benchmark_uri(data_dir, subset)
     storage.check_reachable(uri, storage_cfg, must_exist=True)
     data = storage.read_bytes(uri, storage_cfg)
     en_uri = storage.join(base, EN_FILE)

@@ -30,14 +30,13 @@ def preflight(cfg: EvalConfig) -> None:
     """Models, benchmark data and output checked before Ray and the engines start."""
     from dataset_builder import storage
     from dataset_builder.models import check_model
-    from eval.longbench import EN_FILE, FULL_FILE, resolve_data_dir
+    from eval.longbench import benchmark_uri
     if cfg.generate and cfg.engine.backend == "vllm":
         check_model(cfg.engine.model, "engine.model")
     if cfg.judge_enabled and cfg.judge.backend == "vllm":
         check_model(cfg.judge.model, "judge.model")
-    data = storage.join(resolve_data_dir(cfg.data_dir), EN_FILE if cfg.subset == "en"
-                        else FULL_FILE)
-    storage.check_reachable(data, cfg.storage, must_exist=True)
+    storage.check_reachable(benchmark_uri(cfg.data_dir, cfg.subset), cfg.storage,
+                            must_exist=True)
     storage.check_reachable(cfg.output, cfg.storage)
 
 

@@ -19,6 +19,7 @@ from collections import Counter
 
 from dataset_builder import records, storage
 from dataset_builder.config import ConfigError, config_hash
+from dataset_builder.curate.shards import reset
 from dataset_builder.models import check_model
 from train.config import SFTConfig
 
@@ -78,12 +79,14 @@ def prepare(cfg: SFTConfig) -> dict:
              "packs": table.num_rows, "tokens": sum(lengths),
              "target_tokens": sum(sum(k["mask"]) for k in kept),
              "packing_efficiency": sum(lengths) / (table.num_rows * plen)}
+    # A new preparation replaces the old one: forget its manifests first (curation's reset),
+    # so nothing of it stays visible and the writers start again at part-00000.
+    reset(out, cfg.storage)
+    reset(packs_uri, cfg.storage)
     w = storage.DatasetWriter(storage.join(out, "_rejects"), cfg.storage)
-    w.manifest = {"files": [], "rows": 0}  # rejects of this preparation only
     w.write([{k: r.get(k) for k in records.REJECT.names} for r in rejects], records.REJECT)
     w.commit()
     w = storage.DatasetWriter(packs_uri, cfg.storage)
-    w.manifest = {"files": [], "rows": 0}
     w.write(table)
     return w.commit(**stats)
 
