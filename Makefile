@@ -8,7 +8,7 @@ MODELS := $(PY) -m dataset_builder.models
 export TOKENIZERS_PARALLELISM := false
 export RAY_ENABLE_UV_RUN_RUNTIME_ENV := 0
 
-.PHONY: setup models demo test test-unit bench lint clean
+.PHONY: setup models demo mini test test-unit bench lint clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,11 @@ models: setup
 demo: models
 	$(PY) ray_jobs/generate.py --config ray_jobs/configs/demo.yaml \
 		--set engine.model=$$($(MODELS) demo) --set output=./data/demo
+
+# The paper in miniature (~2 h on 2 cores; resumable: rerun to continue) -> ./data/mini/report.md
+mini: models
+	$(PY) -m ray_jobs.pipeline --config ray_jobs/configs/mini.yaml \
+		--set base_model=$$($(MODELS) demo) --set judge_model=$$($(MODELS) demo)
 
 test: models
 	$(PY) -m pytest -q tests

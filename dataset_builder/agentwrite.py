@@ -50,6 +50,13 @@ class AgentWriteConfig:
         "tokens_per_word tokens (min_tokens = max_tokens, ignore_eos).")
     temperature: float = field(0.8, help="Sampling temperature for plan and write steps.")
     top_p: float = field(0.95, help="Nucleus sampling for plan and write steps.")
+    repetition_penalty: float = field(1.0, help="Write steps: vLLM's repetition penalty (>1 "
+        "discourages tokens already in the prompt or output; 1 = off). Small models loop "
+        "without it.")
+    frequency_penalty: float = field(0.0, help="Write steps: OpenAI-style frequency penalty "
+        "(subtracts this x the token's count in the output so far; 0 = off).")
+    presence_penalty: float = field(0.0, help="Write steps: OpenAI-style presence penalty "
+        "(0 = off).")
     seed: int = field(0, help="Base seed; each request's seed derives from (id, step, attempt).")
 
 
@@ -130,7 +137,12 @@ def step_sampling(words: int, cfg: AgentWriteConfig, seed: int) -> Sampling:
         return Sampling(cfg.temperature, cfg.top_p, max_tokens=n, min_tokens=n, ignore_eos=True,
                         seed=seed)
     n = min(cfg.max_step_tokens, math.ceil(words * cfg.tokens_per_word * cfg.step_slack) + 16)
-    return Sampling(cfg.temperature, cfg.top_p, max_tokens=n, seed=seed)
+    # Penalties apply to write steps only: the plan decodes under a regex whose fixed parts
+    # ("Paragraph 2 - Main Point:") must repeat.
+    return Sampling(cfg.temperature, cfg.top_p, max_tokens=n, seed=seed,
+                    repetition_penalty=cfg.repetition_penalty,
+                    frequency_penalty=cfg.frequency_penalty,
+                    presence_penalty=cfg.presence_penalty)
 
 
 def _seed(cfg: AgentWriteConfig, iid: str, step: int, attempt: int) -> int:

@@ -36,6 +36,10 @@ class SelectionConfig:
     max_estimate_words: int = field(32000, help="An LLM estimate above this is implausible (a "
         "small model said 123,456 words for a one-line translation) and the row is rejected as "
         "`estimate_out_of_range`; LongWriter-6k outputs reach 32k words.")
+    languages: list[str] = field(default_factory=list, help="Instruction languages to generate "
+        "(e.g. [en]); others are rejected as `language_not_generated` before any engine call. "
+        "Empty: all. A model that cannot write Chinese (the 135M demo model) only makes "
+        "rows that curation drops as language_mismatch.")
 
 
 @dataclass
@@ -77,12 +81,13 @@ def _estimate_lengths(actors, rows: list[dict]) -> None:
 
 def _select(cfg: GenerateConfig, actors, rows: list[dict], rejects: list[dict]) -> list[dict]:
     """Rows already through selection.assign_required: LLM estimates, then the length rules."""
-    if cfg.selection.llm_estimate:
-        _estimate_lengths(actors, rows)
+    langs = cfg.selection.languages
+    if cfg.selection.llm_estimate:  # no engine call for rows rejected on language anyway
+        _estimate_lengths(actors, [r for r in rows if not langs or r["lang"] in langs])
     kept = []
     for r in rows:
         ok, reason = selection.keep(r, cfg.selection.min_required_words,
-                                    cfg.selection.max_estimate_words)
+                                    cfg.selection.max_estimate_words, cfg.selection.languages)
         kept.append(r) if ok else rejects.append({"id": r["id"], "line": r["line"],
                                                   "stage": "selection", "reason": reason,
                                                   "raw": r["prompt"][:2000]})
@@ -154,8 +159,11 @@ def run(cfg: GenerateConfig, actors: list | None = None) -> dict:
     pending = selection.assign_required([r for r in rows if r["id"] not in done])
     own = actors is None
     if own:
-        needs = any((r["required_words"] or 0) >= cfg.selection.min_required_words
-                    or (cfg.selection.llm_estimate and not r["required_words"]) for r in pending)
+        langs = cfg.selection.languages
+        needs = any((not langs or r["lang"] in langs)
+                    and ((r["required_words"] or 0) >= cfg.selection.min_required_words
+                         or (cfg.selection.llm_estimate and not r["required_words"]))
+                    for r in pending)
         actors = start_engines(cfg.engine, cfg.num_engines) if needs else []
     selected = _select(cfg, actors, pending, rejects)
     todo = selected[: cfg.limit]

@@ -69,9 +69,12 @@ def assign_required(rows: list[dict]) -> list[dict]:
     return rows
 
 
-def keep(row: dict, min_words: int, max_estimate: int | None = None
-         ) -> tuple[bool, str | None]:
-    """(keep, reason). An LLM estimate above `max_estimate` is out of range, not a request."""
+def keep(row: dict, min_words: int, max_estimate: int | None = None,
+         languages: list[str] | tuple = ()) -> tuple[bool, str | None]:
+    """(keep, reason). An LLM estimate above `max_estimate` is out of range, not a request.
+    `languages` (empty: any) are those the generating model can write."""
+    if languages and row.get("lang") not in languages:
+        return False, f"language_not_generated: {row.get('lang')} not in {list(languages)}"
     req = row.get("required_words")
     if req is None:
         return False, "required_words_unknown"

@@ -39,5 +39,7 @@ def main(cfg: CurateConfig) -> dict:
     return stats
 
 
+CONFIG = CurateConfig  # the pipeline job loads this stage's config with it
+
 if __name__ == "__main__":
     sys.exit(cli(CurateConfig, main, description=__doc__))

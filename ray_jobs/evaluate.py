@@ -61,5 +61,7 @@ def main(cfg: EvalConfig) -> dict:
     return results
 
 
+CONFIG = EvalConfig  # the pipeline job loads this stage's config with it
+
 if __name__ == "__main__":
     sys.exit(cli(EvalConfig, main, description=__doc__))

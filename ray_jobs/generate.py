@@ -34,6 +34,20 @@ def curate(cfg: GenerateConfig, stats: dict) -> None:
     reasons = {r: n for s in funnel["stages"] for r, n in s["reasons"].items()}
     print(f"curated: {out}/longwriter  rows in {funnel['rows_in']} -> out {funnel['rows_out']} "
           f"(dropped: {json.dumps(reasons)}; report: {out}/longwriter/report.md)")
+    print_kept(f"{out}/longwriter", cfg.storage)
+
+
+def print_kept(uri: str, storage_cfg, n: int = 10) -> None:
+    """The first rows of the curated set: words and the start of the instruction."""
+    from dataset_builder import storage
+    table = storage.read_dataset(uri, storage_cfg)
+    if table is None or not table.num_rows:
+        return
+    rows = table.select(["response_words", "messages"]).slice(0, n).to_pylist()
+    for r in rows:
+        print(f"  kept: {r['response_words']:>6} words  {r['messages'][0]['content'][:70]}")
+    if table.num_rows > n:
+        print(f"  ... and {table.num_rows - n} more")
 
 
 def preflight(cfg: GenerateConfig) -> None:
@@ -62,6 +76,8 @@ def main(cfg: GenerateConfig) -> dict:
           f"tokens/s: {stats['output_tokens_per_s']:.1f}")
     return stats
 
+
+CONFIG = GenerateConfig  # the pipeline job loads this stage's config with it
 
 if __name__ == "__main__":
     sys.exit(cli(GenerateConfig, main, description=__doc__))

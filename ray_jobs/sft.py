@@ -42,5 +42,7 @@ def main(cfg: SFTConfig) -> dict:
     return manifest
 
 
+CONFIG = SFTConfig  # the pipeline job loads this stage's config with it
+
 if __name__ == "__main__":
     sys.exit(cli(SFTConfig, main, description=__doc__, expected=(TrainError,)))

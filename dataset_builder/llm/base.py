@@ -30,6 +30,9 @@ class Sampling:
     stop: list[str] = dc_field(default_factory=list)
     regex: str | None = None          # structured output: the text must match this regex
     json_schema: dict | None = None   # structured output: the text must be JSON of this schema
+    repetition_penalty: float = 1.0   # >1 discourages any token already in prompt or output
+    frequency_penalty: float = 0.0    # OpenAI semantics: minus this x count of the token so far
+    presence_penalty: float = 0.0     # OpenAI semantics: minus this once a token has appeared
 
 
 @dataclass

@@ -39,6 +39,10 @@ class OpenAIEngine:
                 "top_p": s.top_p, "max_tokens": s.max_tokens}
         if s.seed is not None:
             body["seed"] = s.seed
+        if s.frequency_penalty:
+            body["frequency_penalty"] = s.frequency_penalty
+        if s.presence_penalty:
+            body["presence_penalty"] = s.presence_penalty
         if s.stop:
             body["stop"] = s.stop
         if s.json_schema is not None:
@@ -51,6 +55,8 @@ class OpenAIEngine:
             body["min_tokens"] = s.min_tokens
         if s.ignore_eos:
             body["ignore_eos"] = True
+        if s.repetition_penalty != 1.0:
+            body["repetition_penalty"] = s.repetition_penalty
         return body
 
     async def chat(self, messages: list[dict], sampling: Sampling) -> Completion:

@@ -81,7 +81,10 @@ class VLLMEngine:
         return SamplingParams(temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
                               min_tokens=s.min_tokens, ignore_eos=s.ignore_eos,
                               seed=s.seed if self._per_request_seed else None,
-                              stop=s.stop or None, structured_outputs=structured)
+                              stop=s.stop or None, structured_outputs=structured,
+                              repetition_penalty=s.repetition_penalty,
+                              frequency_penalty=s.frequency_penalty,
+                              presence_penalty=s.presence_penalty)
 
     async def chat(self, messages: list[dict], sampling: Sampling) -> Completion:
         ids = self.render(messages)

@@ -80,3 +80,14 @@ def test_resume_skips_journaled_steps_and_redoes_changed_ones(tmp_path):
     res = run(changed, tmp_path, layout="append")
     assert len(changed.calls) == 2 and res["record"]["paragraphs"] == ["new one", "new two"]
     assert Journal(str(tmp_path / "j"), "abc").load()[1]["text"] == "new one"
+
+
+def test_penalties_reach_write_steps_but_not_the_plan(tmp_path):
+    # The plan's fixed parts ("Paragraph 2 - Main Point:") must repeat under the regex, so a
+    # repetition penalty there would fight the constraint; write steps get it.
+    e = Scripted([PLAN], ["First paragraph.", "Second paragraph."])
+    res = run(e, tmp_path, repetition_penalty=1.15, frequency_penalty=0.3)
+    assert res["status"] == "ok"
+    plan, *writes = e.calls
+    assert (plan.repetition_penalty, plan.frequency_penalty) == (1.0, 0.0)
+    assert [(w.repetition_penalty, w.frequency_penalty) for w in writes] == [(1.15, 0.3)] * 2

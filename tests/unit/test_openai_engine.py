@@ -101,3 +101,15 @@ def test_model_turn_token_ids_are_not_sent(server):
     asyncio.run(_engine(url).chat(msgs, Sampling()))
     assert seen[0][1]["messages"][1] == {"role": "assistant", "content": "y"}
     assert msgs[1]["token_ids"] == [1, 2]  # the caller's messages are left as they were
+
+
+def test_penalties_are_sent_only_when_set(server):
+    url, _, seen = server
+    e = _engine(url)
+    asyncio.run(e.chat([{"role": "user", "content": "x"}], Sampling()))
+    asyncio.run(e.chat([{"role": "user", "content": "x"}], Sampling(
+        repetition_penalty=1.15, frequency_penalty=0.5, presence_penalty=0.25)))
+    plain, pen = seen[0][1], seen[1][1]
+    assert not {"repetition_penalty", "frequency_penalty", "presence_penalty"} & set(plain)
+    assert (pen["repetition_penalty"], pen["frequency_penalty"], pen["presence_penalty"]) == \
+        (1.15, 0.5, 0.25)

@@ -43,3 +43,11 @@ def test_llm_estimates_out_of_range_are_rejected_stated_lengths_are_not():
     stated = {"prompt": "Write 100,000 words", "required_words": 100000,
               "required_words_source": "rule"}
     assert keep(stated, 2000, 32000) == (True, None)
+
+
+def test_languages_the_model_cannot_write_are_rejected_first():
+    zh = {"prompt": "写一篇3000字的文章", "lang": "zh", "required_words": 3000}
+    en = {"prompt": "Write 3000 words", "lang": "en", "required_words": 3000}
+    assert keep(zh, 2000, None, ["en"]) == (False, "language_not_generated: zh not in ['en']")
+    assert keep(en, 2000, None, ["en"]) == (True, None)
+    assert keep(zh, 2000, None, []) == (True, None)          # empty: every language

@@ -1,0 +1,171 @@
+"""The paper in miniature, one job: instructions -> AgentWrite -> curation -> SFT ->
+LongBench-Write + LongWrite-Ruler on the base and the trained model -> one report.
+
+Each stage is the project's own job (generate, curate, sft, evaluate) run with its own config
+file and overrides (a section of this config) into its own directory under `output`; the
+pipeline only wires one stage's output to the next one's input. `<output>/_pipeline.json`
+records each finished stage with the hash of its resolved config: a rerun skips those, and a
+stage that failed resumes through its own job's resume logic.
+
+Locally (demo model, ~2 h on 2 cores):
+    python -m ray_jobs.pipeline --config ray_jobs/configs/mini.yaml \
+        --set base_model=$(python -m dataset_builder.models demo)
+On a cluster (see paper.yaml; every path may be s3://):
+    ray job submit --address http://HEAD:8265 --working-dir . -- \
+        python -m ray_jobs.pipeline --config ray_jobs/configs/paper.yaml \
+        --set base_model=/models/Llama-3.1-8B --set output=s3://bucket/paper1
+A stage alone: the job named in the stage's `_config.yaml`, e.g.
+    python -m ray_jobs.sft --config <output>/sft/_config.yaml
+Every config field: python -m ray_jobs.pipeline --help-config
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+
+from dataset_builder import storage
+from dataset_builder.config import config_hash, field, load_config
+from dataset_builder.jobs import cli, init_ray, save_resolved_config
+
+
+class PipelineError(RuntimeError):
+    """A stage failed; the message names the stage and its output directory."""
+
+
+@dataclass
+class Stage:
+    config: str = field("", help="The stage job's YAML config (ray_jobs/configs/...); the "
+        "pipeline sets its input, output and model keys.")
+    set: list[str] = field(default_factory=list, help="Overrides for that config, as with the "
+        "job's own --set.")
+    enabled: bool = field(True, help="Run this stage.")
+
+
+@dataclass
+class PipelineConfig:
+    output: str = field(help="Pipeline directory (local or s3://): one subdirectory per stage, "
+        "report.md/json and PNGs, _pipeline.json.")
+    base_model: str = field(help="The model that is trained (SFT) and evaluated as 'base'.")
+    generator_model: str = field("", help="AgentWrite's model (default: base_model). The "
+        "paper used GPT-4o (an openai-backend generate config).")
+    judge_model: str = field("", help="S_q judge model for both evaluations (vllm backend; "
+        "default: the evaluate config's judge).")
+    generate: Stage = field(default_factory=Stage, help="AgentWrite (ray_jobs.generate).")
+    curate: Stage = field(default_factory=Stage, help="Curation (ray_jobs.curate).")
+    sft: Stage = field(default_factory=Stage, help="SFT (ray_jobs.sft).")
+    evaluate: Stage = field(default_factory=Stage, help="LongBench-Write + Ruler "
+        "(ray_jobs.evaluate), run on the base model and on each trained model.")
+    storage: storage.StorageConfig = field(default_factory=storage.StorageConfig,
+                                           help="Object-store settings for every stage.")
+
+
+# Which finished stage each stage reads: its skip key includes theirs, so a stage whose input
+# was rebuilt runs again (through its own resume logic) instead of being skipped.
+DEPENDS = {"generate": (), "curate": ("generate",), "sft": ("curate",), "eval_base": (),
+           "eval_sft": ("sft",)}
+
+
+def _plan(p: PipelineConfig) -> list[tuple[str, Stage, str, list[str]]]:
+    """(name, section, output dir, wired overrides) for the enabled stages, in order."""
+    out = p.output.rstrip("/")
+    d = {s: f"{out}/{s}" for s in ("generate", "curate", "sft", "eval_base", "eval_sft")}
+    judge = [f"judge.model={p.judge_model}"] if p.judge_model else []
+    stages = [
+        ("generate", p.generate, d["generate"], [
+            f"output={d['generate']}", f"engine.model={p.generator_model or p.base_model}",
+            "curate=false"]),
+        ("curate", p.curate, d["curate"], [
+            f"input={d['generate']}/generations", f"output={d['curate']}"]),
+        ("sft", p.sft, d["sft"], [
+            f"model={p.base_model}", f"data={d['curate']}", f"output={d['sft']}"]),
+        ("eval_base", p.evaluate, d["eval_base"], [
+            f"engine.model={p.base_model}", f"output={d['eval_base']}", *judge]),
+        ("eval_sft", p.evaluate, d["eval_sft"], [
+            f"engine.model={d['sft']}/model", f"output={d['eval_sft']}", *judge]),
+    ]
+    return [s for s in stages if s[1].enabled]
+
+
+def _job(name: str):
+    """The stage's job module (its config class and main), imported when the stage runs."""
+    import importlib
+    module = {"generate": "generate", "curate": "curate", "sft": "sft"}.get(name, "evaluate")
+    job = importlib.import_module(f"ray_jobs.{module}")
+    return job, job.CONFIG
+
+
+def _summary(name: str, result: dict) -> dict:
+    """Wall time, throughput and drops of one stage, from what its job returned."""
+    if name == "generate":
+        return {**{k: result.get(k) for k in ("instructions_in", "rows_in_output",
+                                              "output_tokens", "output_tokens_per_s")},
+                "rejects_by_reason": result.get("rejects_by_reason", {})}
+    if name == "curate":
+        f = result["funnel"]
+        return {"rows_in": f["rows_in"], "rows_out": f["rows_out"],
+                "rejects_by_reason": {r: n for s in f["stages"] for r, n in s["reasons"].items()}}
+    if name == "sft":
+        m, d = result.get("final_metrics", {}), result.get("data", {})
+        return {"rows": d.get("rows_kept"), "packs": d.get("packs"),
+                **{k: m.get(k) for k in ("steps", "first_loss", "final_loss", "tokens_per_s")}}
+    o, run = result["overall"], result.get("run", {})
+    return {"S": o["S"], "S_l": o["S_l"], "S_q": o["S_q"], "generated": run.get("generated"),
+            "judge_calls": run.get("judge_calls"), "seconds": run.get("seconds")}
+
+
+def _stage_key(cfg, upstream: list[str]) -> str:
+    import hashlib
+    return hashlib.sha256(json.dumps([config_hash(cfg), *upstream]).encode()).hexdigest()[:16]
+
+
+def run_pipeline(p: PipelineConfig) -> dict:
+    out = p.output.rstrip("/")
+    state_uri = storage.join(out, "_pipeline.json")
+    state = storage.read_json(state_uri, p.storage) if storage.exists(state_uri, p.storage) \
+        else {"stages": {}}
+    save_resolved_config(p, out, p.storage)
+    for name, section, stage_out, wired in _plan(p):
+        job, cls = _job(name)
+        cfg = load_config(cls, section.config or None, [*section.set, *wired])
+        cfg.storage = p.storage
+        h = _stage_key(cfg, [state["stages"].get(d, {}).get("key", "") for d in DEPENDS[name]])
+        done = state["stages"].get(name, {})
+        if done.get("status") == "finished" and done.get("key") == h:
+            print(f"[pipeline] {name}: finished earlier, skipped ({stage_out})")
+            continue
+        print(f"[pipeline] {name}: running -> {stage_out}", flush=True)
+        t0 = time.time()
+        try:
+            result = job.main(cfg)
+        except Exception as e:  # one line naming the stage; the traceback goes to a file
+            import traceback
+            log = storage.join(out, f"_failed_{name}.txt")
+            storage.write_bytes_atomic(log, traceback.format_exc().encode(), p.storage)
+            raise PipelineError(f"stage {name} failed (output {stage_out}; rerun to resume "
+                                f"there; traceback: {log}): {type(e).__name__}: {e}") from e
+        state["stages"][name] = {"status": "finished", "key": h, "output": stage_out,
+                                 "wall_s": round(time.time() - t0, 1),
+                                 "summary": _summary(name, result)}
+        storage.write_json(state_uri, state, p.storage)
+    from eval.compare import write_pipeline_report
+    report = write_pipeline_report(out, state, p.storage)
+    print(f"report: {out}/report.md  ({out}/report.json)")
+    return report
+
+
+def main(p: PipelineConfig) -> dict:
+    init_ray()
+    report = run_pipeline(p)
+    keys = ("mean_words_2k_plus", "S_l", "S_q", "ruler_max_words")
+    for side in ("base", "trained"):
+        if report.get(side):
+            print(f"{side}: " + json.dumps({k: report[side].get(k) for k in keys}))
+    return report
+
+
+CONFIG = PipelineConfig
+
+if __name__ == "__main__":
+    sys.exit(cli(PipelineConfig, main, description=__doc__, expected=(PipelineError,)))
