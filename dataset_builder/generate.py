@@ -79,15 +79,41 @@ def _estimate_lengths(actors, rows: list[dict]) -> None:
         r["required_words_source"] = "llm" if r["required_words"] else None
 
 
+def _over_context(cfg: GenerateConfig, rows: list[dict]) -> dict[str, str]:
+    """{id: reason} for rows whose plan request cannot fit the context with room for the plan,
+    counted with the model's own tokenizer and chat template before any engine call (the vllm
+    backend; an openai endpoint's tokenizer is not known here, so it reports these itself)."""
+    if cfg.engine.backend != "vllm" or not rows:
+        return {}
+    from transformers import AutoTokenizer
+
+    from dataset_builder.agentwrite import plan_max_tokens, plan_messages
+    from dataset_builder.llm.render import ChatRenderer
+    render = ChatRenderer(AutoTokenizer.from_pretrained(cfg.engine.model))
+    room, limit = plan_max_tokens(cfg.agentwrite), cfg.engine.max_model_len
+    out = {}
+    for r in rows:
+        n = len(render(plan_messages(r, cfg.agentwrite)))
+        if n + room > limit:
+            out[r["id"]] = (f"prompt_too_long: {n} tokens + {room} for the plan > "
+                            f"max_model_len {limit}")
+    return out
+
+
 def _select(cfg: GenerateConfig, actors, rows: list[dict], rejects: list[dict]) -> list[dict]:
-    """Rows already through selection.assign_required: LLM estimates, then the length rules."""
+    """Rows already through selection.assign_required: language, context, LLM estimates, then
+    the length rules."""
     langs = cfg.selection.languages
-    if cfg.selection.llm_estimate:  # no engine call for rows rejected on language anyway
-        _estimate_lengths(actors, [r for r in rows if not langs or r["lang"] in langs])
+    too_long = _over_context(cfg, [r for r in rows if not langs or r["lang"] in langs])
+    if cfg.selection.llm_estimate:  # no engine call for rows rejected anyway
+        _estimate_lengths(actors, [r for r in rows if (not langs or r["lang"] in langs)
+                                   and r["id"] not in too_long])
     kept = []
     for r in rows:
         ok, reason = selection.keep(r, cfg.selection.min_required_words,
-                                    cfg.selection.max_estimate_words, cfg.selection.languages)
+                                    cfg.selection.max_estimate_words, langs)
+        if ok and r["id"] in too_long:
+            ok, reason = False, too_long[r["id"]]
         kept.append(r) if ok else rejects.append({"id": r["id"], "line": r["line"],
                                                   "stage": "selection", "reason": reason,
                                                   "raw": r["prompt"][:2000]})

@@ -52,15 +52,45 @@ def init_ray() -> None:
     Ray. "local" (not auto-detect) so a stale cluster address file left on the machine is never
     joined; set RAY_ADDRESS=auto to join a running `ray start` cluster. Ray 2.60 rewrites
     _node_ip_address=127.0.0.1 to the machine's address and its servers listen on all
-    interfaces whatever is passed (README: facts); token authentication guards them."""
+    interfaces whatever is passed (README: facts); token authentication guards them.
+
+    Ray's own chatter goes to its session log directory, named in one line here: Ray Data's
+    progress lines (ray_data_logging.yaml), the token-auth notice and the start banner."""
+    import logging
     import os
 
     import ray
     if ray.is_initialized():
         return
+    _route_ray_data_logs()
     address = os.environ.get("RAY_ADDRESS")
     extra = {} if address else {"address": "local", "_node_ip_address": "127.0.0.1"}
-    ray.init(**({"address": address} if address else {}), log_to_driver=False, **extra)
+    quiet = [logging.getLogger(n) for n in ("ray._private.authentication."
+                                            "authentication_token_setup", "ray._private.worker")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.ERROR)
+    try:
+        ctx = ray.init(**({"address": address} if address else {}), log_to_driver=False, **extra)
+    finally:
+        for q, level in zip(quiet, levels):
+            q.setLevel(level)
+    logs = os.path.join(ray._private.worker._global_node.get_session_dir_path(), "logs")
+    where = address or "a local Ray (token auth on: the token is ~/.ray/auth_token)"
+    print(f"ray: {where}; dashboard {ctx.dashboard_url or '-'}; Ray's own logs: {logs}",
+          file=sys.stderr)
+
+
+def _route_ray_data_logs() -> None:
+    """Ray Data reads RAY_DATA_LOGGING_CONFIG when it is imported; if it already was, it is
+    configured again (a user's own setting wins)."""
+    import os
+    from pathlib import Path
+    os.environ.setdefault("RAY_DATA_LOGGING_CONFIG",
+                          str(Path(__file__).with_name("ray_data_logging.yaml")))
+    if "ray.data" in sys.modules:
+        from ray.data._internal.logging import configure_logging
+        configure_logging()
 
 
 def code_version(*package_dirs: str) -> str:

@@ -115,7 +115,8 @@ def render_markdown(report: dict) -> str:
     L += [f"![ruler]({PLOTS['ruler']})", "", f"![lengths]({PLOTS['hist']})", "",
           "## Stages", "", "| stage | wall s | figures |", "|---|---|---|"]
     for name, st in report["stages"].items():
-        figs = ", ".join(f"{k} {v}" for k, v in (st.get("summary") or {}).items()
+        figs = ", ".join(f"{k} {round(v, 3) if isinstance(v, float) else v}"
+                         for k, v in (st.get("summary") or {}).items()
                          if v is not None and not isinstance(v, dict))
         L.append(f"| {name} | {st.get('wall_s')} | {figs} |")
     L += ["", "## Dropped instructions and rows", ""]
@@ -127,17 +128,26 @@ def render_markdown(report: dict) -> str:
 def write_pipeline_report(out: str, state: dict, cfg=None) -> dict:
     """report.md/json + PNGs under `out` from the pipeline state and the eval directories."""
     sides, lengths = {}, {}
+    stages = {k: dict(v) for k, v in state["stages"].items()}
     for side, stage in SIDES:
         loaded = _load(storage.join(out, stage), cfg)
         if loaded:
             sides[side] = side_summary(*loaded)
             lengths[side] = [s["output_length"] for s in loaded[1]
                              if s.get("output_length") is not None]
+            if stage in stages:  # generation throughput over the stage's wall time
+                ruler = storage.join(out, stage, "ruler.jsonl")
+                recs = loaded[1] + (storage.read_jsonl(ruler, cfg)
+                                    if storage.exists(ruler, cfg) else [])
+                tokens = sum(r.get("output_tokens") or 0 for r in recs)
+                stages[stage]["summary"] = {**stages[stage].get("summary", {}),
+                                            "output_tokens": tokens, "output_tokens_per_s":
+                                            round(tokens / max(stages[stage]["wall_s"], 1e-9), 1)}
     dropped = {}
     for stage in ("generate", "curate"):
         summ = (state["stages"].get(stage) or {}).get("summary") or {}
         dropped[stage] = summ.get("rejects_by_reason") or {}
-    report = {**sides, "stages": state["stages"], "dropped": dropped}
+    report = {**sides, "stages": stages, "dropped": dropped}
     if len(sides) == 2:
         b, t = sides["base"], sides["trained"]
         report["change"] = {

@@ -266,3 +266,29 @@ def test_curation_empty_and_all_rejected(ray_local, tmp_path):
     assert (tmp_path / "o2" / "report.md").exists()
     assert storage.read_dataset(str(tmp_path / "o2" / shards.REJECTS_DIR)).num_rows == \
         len(expect) + 1
+
+
+@pytest.mark.integration
+def test_job_console_is_one_summary_not_ray_chatter(ray_local, tmp_path):
+    """The curation job as a user runs it (stderr not a terminal): Ray Data's progress lines go
+    to the log directory the job names, not to the console."""
+    import os
+    import subprocess
+    import sys
+
+    inp, out = str(tmp_path / "generations"), str(tmp_path / "longwriter")
+    build_fixture(inp)
+    env = {**os.environ, "RAY_ADDRESS": ray_local.get_runtime_context().gcs_address}
+    env.pop("RAY_DATA_LOGGING_CONFIG", None)
+    p = subprocess.run([sys.executable, "-m", "ray_jobs.curate", "--config",
+                        "ray_jobs/configs/curate.yaml", "--set", f"input={inp}", "--set",
+                        f"output={out}", "--set", "filters.min_response_words=0",
+                        "--set", "filters.min_length_score=null"],
+                       capture_output=True, text=True, env=env, timeout=600)
+    console = p.stdout + p.stderr
+    assert p.returncode == 0, console[-2000:]
+    assert "logging_progress" not in console and "streaming_executor" not in console
+    assert len(console.splitlines()) <= 6, console
+    logs = next(line for line in console.splitlines() if "Ray's own logs: " in line)
+    log_dir = logs.split("Ray's own logs: ")[1].strip()
+    assert "logging_progress" in open(os.path.join(log_dir, "ray-data", "ray-data.log")).read()

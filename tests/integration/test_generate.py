@@ -63,8 +63,10 @@ def test_bad_input_rerun_and_resume_local(tiny_engine, tiny_model, tmp_path, mon
     assert reasons[("input", 5)] == "malformed_json" and reasons[("input", 6)] == "empty_prompt"
     assert reasons[("input", 9)] == "invalid_utf8"
     assert reasons[("selection", 7)] == "below_min_required_words"
-    too_long = [r for r in rejects if r["stage"] == "plan" and "prompt_too_long" in r["reason"]]
-    assert too_long and all(r["line"] is not None and r["raw"] for r in too_long)
+    # Over-long prompts are counted with the tokenizer and rejected before any engine call.
+    too_long = [r for r in rejects if "prompt_too_long" in r["reason"]]
+    assert too_long and all(r["stage"] == "selection" and r["line"] is not None and r["raw"]
+                            for r in too_long)
     assert all(r["file"] == cfg.input for r in rejects)
     assert len(gens) + len([r for r in rejects if r["stage"] != "input"]) + 3 == 9
     assert storage.read_json(f"{out}/_stats.json")["rejects_by_reason"]
