@@ -59,3 +59,19 @@ def test_registered_as_vllm_plugin_and_switchable(monkeypatch):
                            torch.isfinite(full_sort(logits.clone(), None, p)))
     finally:
         ops.apply_top_k_top_p = original
+
+
+def test_second_window_catches_flat_rows_before_the_full_sort():
+    logits = _logits(32, 5000, peaked=False, seed=3)
+    p = torch.linspace(0.5, 0.99, 32)
+    want = full_sort(logits.clone(), None, p)
+    calls = []
+
+    def fallback(x, k, pp):
+        calls.append(x.shape[0])
+        return full_sort(x, k, pp)
+    got = top_p_from_top_k(logits.clone(), p, fallback, window=(256, 2048))
+    assert torch.equal(torch.isfinite(got), torch.isfinite(want))
+    wider = [i for i in range(32) if torch.isfinite(want[i]).sum() > 2048]
+    within = [i for i in range(32) if 256 < torch.isfinite(want[i]).sum() <= 2048]
+    assert within and sum(calls) == len(wider)   # rows of 257-2048 tokens never hit the sort
