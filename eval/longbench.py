@@ -454,16 +454,28 @@ def check_config(cfg: EvalConfig, engines_given: bool, judges_given: bool) -> No
         raise ConfigError("; ".join(problems))
 
 
-def run_eval(cfg: EvalConfig, engines: list | None = None, judges: list | None = None) -> dict:
+def custom_items(rows: list[dict]) -> tuple[list[dict], list[dict], dict]:
+    """Items of another prompt set (the DPO pairs job's samples) scored the benchmark's way:
+    each row has id, prompt, lang, required_length and any extra keys, which are kept."""
+    items = [{"type": "custom", **r, "bucket": scoring.length_bucket(r["required_length"])}
+             for r in rows]
+    return items, [], {"data_file": "custom items", "lines": len(items),
+                       "lang_source": "given", "data_sha256": None}
+
+
+def run_eval(cfg: EvalConfig, engines: list | None = None, judges: list | None = None,
+             items: list[dict] | None = None) -> dict:
     """The whole evaluation; engine/judge actors are started here unless given (then reused
-    and left running). Returns results.json's content."""
+    and left running). `items`: score these (`custom_items`) instead of the benchmark.
+    Returns results.json's content."""
     import ray
 
     from dataset_builder.jobs import save_resolved_config
     from eval.report import write_report
 
     check_config(cfg, engines is not None, judges is not None)
-    items, rejects, meta = load_benchmark(cfg.data_dir, cfg.subset, cfg.storage)
+    items, rejects, meta = load_benchmark(cfg.data_dir, cfg.subset, cfg.storage) \
+        if items is None else custom_items(items)
     if cfg.limit:
         items = items[:cfg.limit]
     ruler = ruler_items(cfg.ruler_lengths, cfg.ruler_prompts) if cfg.ruler else []
@@ -499,6 +511,7 @@ def run_eval(cfg: EvalConfig, engines: list | None = None, judges: list | None =
 __all__ = [
     "GenerationStore",
     "build_results",
+    "custom_items",
     "generate_one",
     "load_benchmark",
     "parse_benchmark",

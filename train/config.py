@@ -89,3 +89,44 @@ def resolved_precision(precision: str, cuda: bool) -> str:
 
 def resolved_attention(cfg_attention: str, cuda: bool) -> str:
     return "varlen" if cfg_attention == "auto" else cfg_attention
+
+
+@dataclass
+class DPOTrainConfig:
+    model: str = field(help="The policy to start from (the SFT export: a local Hugging Face "
+                       "directory with its chat template); also the reference model.")
+    data: str = field(help="Preference pairs: a pairs directory (python -m ray_jobs.pairs), or "
+                      "jsonl/parquet files (one, or a glob) with prompt, chosen, rejected "
+                      "(conversational or plain strings). Local or s3://.")
+    output: str = field(help="Output URI: prepared data, _rejects/, checkpoints, model/, "
+                        "metrics, report with loss, reward margin and accuracy curves.")
+    beta: float = field(0.1, help="DPO beta: strength of the pull toward the reference model.")
+    loss_type: str = field("sigmoid", help="TRL loss type (sigmoid = the DPO paper's; ipo, "
+                           "hinge, robust, ...).")
+    learning_rate: float = field(1e-6, help="Peak learning rate (AdamW).")
+    lr_scheduler: Literal["cosine", "linear", "constant"] = field("cosine", help="Decay "
+                                                                  "after warmup.")
+    warmup_ratio: float = field(0.1, help="Fraction of steps with linear warmup.")
+    max_length: int = field(32768, help="Tokens of prompt + answer. Pairs with a longer side "
+                            "are rejected (`too_long`), never truncated.")
+    epochs: float = field(2.0, help="Passes over the pairs.")
+    max_steps: int | None = field(None, help="Stop after this many optimizer steps "
+                                  "(overrides epochs when set).")
+    batch_size: int = field(1, help="Pairs per worker per micro-batch.")
+    grad_accum: int = field(8, help="Micro-batches per optimizer step.")
+    reference: Literal["precompute", "frozen"] = field(
+        "precompute", help="precompute: the reference log-probs in one pass before training "
+        "(no second model in memory); frozen: a frozen copy of the model alongside.")
+    precision: Literal["auto", "bf16", "fp32"] = field("auto", help="auto = bf16 on GPU, "
+                                                       "fp32 on CPU.")
+    gradient_checkpointing: bool = field(True, help="Recompute activations in backward.")
+    seed: int = field(42, help="Seed for data order and dropout.")
+    num_workers: int = field(2, help="Ray Train workers (data parallel); 0 runs in this "
+                             "process without Ray.")
+    use_gpu: bool = field(False, help="One GPU per worker.")
+    cpus_per_worker: int = field(1, help="CPUs per worker.")
+    save_every: int = field(50, help="Checkpoint every N optimizer steps (and at the end).")
+    keep_checkpoints: int = field(2, help="Checkpoints kept on storage (the last N).")
+    max_failures: int = field(3, help="Worker-group restarts from the last checkpoint before "
+                              "the job fails.")
+    storage: StorageConfig = field(default_factory=StorageConfig, help="Object-store settings.")

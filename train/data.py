@@ -52,7 +52,11 @@ def _files(uri: str, cfg) -> list[str]:
     return [uri]
 
 
-def _read_file(uri: str, cfg) -> tuple[list[dict], list[dict]]:
+CONVERSATION_COLUMNS = (("messages",), ("prompt", "response"))
+
+
+def _read_file(uri: str, cfg, columns=CONVERSATION_COLUMNS) -> tuple[list[dict], list[dict]]:
+    """Rows of one jsonl/parquet file; a parquet file must hold one of the `columns` sets."""
     rows, rejects = [], []
     data = storage.read_bytes(uri, cfg)
     if uri.endswith(".parquet"):
@@ -60,10 +64,10 @@ def _read_file(uri: str, cfg) -> tuple[list[dict], list[dict]]:
 
         import pyarrow.parquet as pq
         table = pq.read_table(io.BytesIO(data))
-        if "messages" not in table.column_names and not {"prompt", "response"} <= set(
-                table.column_names):
-            raise storage.StorageError(f"{uri} has neither `messages` nor `prompt`+`response` "
-                                       f"columns (columns: {', '.join(table.column_names)})")
+        if not any(set(c) <= set(table.column_names) for c in columns):
+            want = " or ".join("+".join(f"`{n}`" for n in c) for c in columns)
+            raise storage.StorageError(f"{uri} has no {want} columns (columns: "
+                                       f"{', '.join(table.column_names)})")
         for n, row in enumerate(table.to_pylist(), start=1):
             rows.append({**row, "_file": uri, "_line": n})
         return rows, rejects
@@ -82,14 +86,15 @@ def _read_file(uri: str, cfg) -> tuple[list[dict], list[dict]]:
     return rows, rejects
 
 
-def read_conversations(uri: str, cfg=None) -> tuple[list[dict], list[dict]]:
+def read_conversations(uri: str, cfg=None, columns=CONVERSATION_COLUMNS
+                       ) -> tuple[list[dict], list[dict]]:
     """All rows of a training set (with `_file`/`_line`), and the lines that are not rows."""
     rows, rejects = [], []
     files = _files(uri, cfg)
     if not files:
         raise storage.StorageError(f"no training data files in {uri}")
     for f in files:
-        r, j = _read_file(f, cfg)
+        r, j = _read_file(f, cfg, columns)
         rows += r
         rejects += j
     return rows, rejects

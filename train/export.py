@@ -63,20 +63,28 @@ def report_md(cfg, final: dict, extra: dict) -> str:
             f"| metric | value |\n|---|---|\n{rows}\n\n![loss](loss.png)\n")
 
 
+def publish_model(cfg, src_dir: str, tmp: str) -> dict[str, str]:
+    """Copy the model files of `src_dir` (a checkpoint or a saved model) and the base model's
+    tokenizer (with its chat template) to <output>/model; returns {file: sha256}."""
+    from transformers import AutoTokenizer
+    fs, model_path = storage.get_fs(storage.join(cfg.output.rstrip("/"), "model"), cfg.storage)
+    for name in os.listdir(src_dir):
+        if name.endswith(MODEL_FILES) and name not in SKIP and not name.startswith(
+                ("trainer_state", "training_args")):
+            shutil.copy(os.path.join(src_dir, name), tmp)
+    AutoTokenizer.from_pretrained(cfg.model).save_pretrained(tmp)
+    files = {n: hashlib.sha256(open(os.path.join(tmp, n), "rb").read()).hexdigest()
+             for n in sorted(os.listdir(tmp))}
+    fs.makedirs(model_path, exist_ok=True)
+    fs.put(tmp + "/", model_path + "/", recursive=True)
+    return files
+
+
 def export(cfg, ckpt_dir: str, state: dict, extra: dict) -> dict:
     """Write the model directory from a checkpoint directory, then metrics, report, manifest."""
-    from transformers import AutoTokenizer
     out = cfg.output.rstrip("/")
-    fs, model_path = storage.get_fs(storage.join(out, "model"), cfg.storage)
     with tempfile.TemporaryDirectory() as tmp:
-        for name in os.listdir(ckpt_dir):
-            if name.endswith(MODEL_FILES) and name not in SKIP:
-                shutil.copy(os.path.join(ckpt_dir, name), tmp)
-        AutoTokenizer.from_pretrained(cfg.model).save_pretrained(tmp)  # with its chat template
-        files = {n: hashlib.sha256(open(os.path.join(tmp, n), "rb").read()).hexdigest()
-                 for n in sorted(os.listdir(tmp))}
-        fs.makedirs(model_path, exist_ok=True)
-        fs.put(tmp + "/", model_path + "/", recursive=True)
+        files = publish_model(cfg, ckpt_dir, tmp)
         final = summary(state["history"])
         metrics = "".join(json.dumps(h) + "\n" for h in state["history"])
         storage.write_bytes_atomic(storage.join(out, "metrics.jsonl"), metrics.encode(),

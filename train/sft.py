@@ -67,7 +67,7 @@ def prepare(cfg: SFTConfig) -> dict:
         raise ConfigError(f"pack_length {plen} < max_length {cfg.max_length}")
     if old and old.get("fingerprint") == fp and old.get("pack_length") == plen:
         return old
-    if old and _has_checkpoints(cfg):
+    if old and has_checkpoints(cfg):
         raise ConfigError(f"{out} holds a training run on other data (fingerprint "
                           f"{old.get('fingerprint', '?')[:12]} != {fp[:12]}): use a new output")
     table = D.pack(kept, plen)
@@ -91,13 +91,16 @@ def prepare(cfg: SFTConfig) -> dict:
     return w.commit(**stats)
 
 
-def _has_checkpoints(cfg: SFTConfig) -> bool:
+def has_checkpoints(cfg) -> bool:
+    """Whether a run (this job's or DPO's) left Ray Train checkpoints in its output."""
     out = cfg.output.rstrip("/")
     return any(storage.exists(storage.join(out, d), cfg.storage)
                for d in (RUN_NAME, "checkpoints"))
 
 
-def _run_config(cfg: SFTConfig):
+def run_config(cfg):
+    """Ray Train's RunConfig for a training job's output (local path or s3://), shared by
+    SFT and DPO: same run name, failure and checkpoint settings."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
     fs, path = storage.get_fs(cfg.output, cfg.storage)
     kwargs = {"storage_path": os.path.abspath(path)}
@@ -122,7 +125,7 @@ def _fit(cfg: SFTConfig, loop_config: dict) -> None:
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker=resources),
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
-        run_config=_run_config(cfg))
+        run_config=run_config(cfg))
     try:
         trainer.fit()
     except Exception as e:  # TrainingFailedError wraps the worker's error
@@ -130,19 +133,18 @@ def _fit(cfg: SFTConfig, loop_config: dict) -> None:
                          f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}") from e
 
 
-def _absolute(cfg: SFTConfig) -> SFTConfig:
+def absolute(cfg, names=("output", "data", "chat_data", "model")):
     """Local paths made absolute: Ray Train workers run in their own working directories."""
     def fix(p):
         local = p and "://" not in p and (p.startswith((".", "~", "/")) or os.path.exists(p))
         return os.path.abspath(os.path.expanduser(p)) if local else p
-    return dataclasses.replace(cfg, output=fix(cfg.output), data=fix(cfg.data),
-                               chat_data=fix(cfg.chat_data), model=fix(cfg.model))
+    return dataclasses.replace(cfg, **{n: fix(getattr(cfg, n)) for n in names})
 
 
 def run_sft(cfg: SFTConfig) -> dict:
     """Train (or resume) and export; returns the model manifest."""
     from dataset_builder.jobs import code_version
-    cfg = _absolute(cfg)
+    cfg = absolute(cfg)
     out = cfg.output.rstrip("/")
     storage.check_reachable(out, cfg.storage)
     done = storage.load_manifest(storage.join(out, "model"), cfg.storage)

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import ray
 
 from dataset_builder.config import load_config
 from eval import judge as J
@@ -143,3 +144,47 @@ def test_unconstrained_judge_failures_are_retried_and_recorded(tiny_engine, demo
     assert sum(c["judge_failure_reasons"].values()) == c["judge_replicates_failed"]
     assert res["overall"]["n_judged"] == c["judge_replicates_ok"]
     assert res["run"]["judge_calls"] == sum(j["attempts"] for j in js)
+
+
+def test_preference_pairs_from_sampled_and_judged_answers(tiny_engine, demo_judge, tiny_model,
+                                                          demo_model, tmp_path):
+    """The pairs job on the evaluation's machinery: k samples per instruction from the tiny
+    model, judged by the demo model, paired by the rules; every instruction accounted for; a
+    rerun reuses every sample and judgement."""
+    from dataset_builder import storage
+    from train.preference import PAIR, PairsConfig, run_pairs
+
+    bench = json.loads((REPO / "eval/data/longbench_write/longbench_write.jsonl").open()
+                       .readline())["prompt"]
+    data = tmp_path / "instructions.jsonl"
+    data.write_text("\n".join(json.dumps({"prompt": p}) for p in [
+        "Write a 2,000-word essay on lighthouses.", bench,
+        "Write a 3,000-word story about a glassblower.", "Write a 2,500-word guide to kites.",
+    ]) + "\n")
+    out = tmp_path / "pairs"
+    cfg = load_config(PairsConfig, str(REPO / "ray_jobs/configs/pairs_tiny.yaml"), [
+        f"model={tiny_model}", f"data={data}", f"output={out}",
+        f"scoring.judge.model={demo_model}", "samples=3"])
+    report = run_pairs(cfg, engines=[tiny_engine], judges=[demo_judge])
+    assert report["instructions"] == 3 and report["samples"] == 9
+    assert report["coverage"]["generated"] == 9 and report["coverage"]["judged"] >= 1
+    rejects = storage.read_dataset(str(out / "_rejects")).to_pylist()
+    assert [(r["line"], r["reason"].split(":")[0]) for r in rejects if r["stage"] == "input"] \
+        == [(2, "in_benchmark")]
+    pairs = storage.read_dataset(str(out))
+    dropped = [r for r in rejects if r["stage"] == "pair"]
+    assert pairs.num_rows + len(dropped) == 3                    # every instruction once
+    assert pairs.schema.equals(PAIR) and sum(report["dropped"].values()) == len(rejects)
+    for p in pairs.to_pylist():
+        assert p["chosen_score"] - p["rejected_score"] >= cfg.rules.margin
+        assert p["chosen"][0]["role"] == "assistant" and p["prompt"][0]["role"] == "user"
+        assert p["chosen"][0]["content"] != p["rejected"][0]["content"]
+    assert (out / "report.md").exists() and (out / "lengths.png").read_bytes()[:4] == b"\x89PNG"
+
+    before = [ray.get(a.metrics.remote())["requests"] for a in (tiny_engine, demo_judge)]
+    again = run_pairs(cfg, engines=[tiny_engine], judges=[demo_judge])
+    after = [ray.get(a.metrics.remote())["requests"] for a in (tiny_engine, demo_judge)]
+    assert after[0] == before[0]                                 # no sample generated again
+    retried = (9 - report["coverage"]["judged"]) * cfg.scoring.judge_max_attempts
+    assert after[1] - before[1] <= retried                       # judged ones are cached
+    assert again["pairs"] == report["pairs"]

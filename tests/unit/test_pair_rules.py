@@ -39,3 +39,41 @@ def test_ties_keep_the_first_and_drops_have_reasons():
     none, why = make_pair("g", [a(0, 90, 90), a(1, 90, 90)], PairRules(margin=0.5))
     assert none is None and why.startswith("no_margin")      # identical scores never pair
     assert make_pair("g", [], PairRules())[1].startswith("too_few_valid: 0 of 0")
+
+
+def test_pair_rows_records_and_drops(tmp_path):
+    import json
+
+    from dataset_builder.config import load_config
+    from train.preference import PairsConfig, _instructions, pair_rows
+
+    bench = json.loads(open("eval/data/longbench_write/longbench_write.jsonl").readline())
+    data = tmp_path / "in.jsonl"
+    data.write_text("\n".join([
+        json.dumps({"prompt": "Write a 3,000-word story about a lock keeper."}),
+        json.dumps({"prompt": bench["prompt"]}),          # a benchmark prompt: refused
+        json.dumps({"prompt": "Write about owls."}),       # no length stated or given
+        "{not json",
+        json.dumps({"prompt": "Write a 2,000-word guide to sharpening chisels."})]) + "\n")
+    cfg = load_config(PairsConfig, None, ["model=m", f"data={data}", "output=o",
+                                          "rules.margin=5"])
+    insts, rejects = _instructions(cfg)
+    assert [r["line"] for r in insts] == [1, 5]
+    why = {r["line"]: r["reason"].split(":")[0] for r in rejects}
+    assert why == {2: "in_benchmark", 3: "required_words_unknown", 4: "malformed_json"}
+    assert all(r["file"] == str(data) for r in rejects)
+
+    def ans(gid, k, s_q, s_l, text="text"):
+        return {"id": f"{gid}-s{k}", "group": gid, "response": text, "s_q": s_q, "s_l": s_l,
+                "output_length": 10 * k}
+    a, b = insts[0]["id"], insts[1]["id"]
+    groups = {a: [ans(a, 0, 80, 90), ans(a, 1, 40, 30), ans(a, 2, 82, 88, text="")],
+              b: [ans(b, 0, 50, 50), ans(b, 1, 52, 51)]}
+    pairs, drops = pair_rows(groups, {r["id"]: r for r in insts}, cfg)
+    assert len(pairs) == 1 and pairs[0]["id"] == a
+    p = pairs[0]
+    assert p["chosen"][0]["content"] == "text" and p["chosen_words"] == 0   # the empty one is out
+    assert p["rejected_words"] == 10 and p["chosen_score"] - p["rejected_score"] >= 5
+    assert p["prompt"] == [{"role": "user", "content": insts[0]["prompt"]}]
+    assert [(d["id"], d["line"], d["reason"].split(":")[0]) for d in drops] == \
+        [(b, 5, "no_margin")]

@@ -106,13 +106,13 @@ def test_rows_over_max_length_are_rejected_not_truncated(tiny_narrow_model):
 def test_local_paths_become_absolute_for_workers(tmp_path, monkeypatch):
     """Ray Train workers run in their own working directory: relative paths must not reach
     them (a relative output once made every worker read packs that were not there)."""
-    from train.sft import _absolute
+    from train.sft import absolute
     monkeypatch.chdir(tmp_path)
     cfg = SFTConfig(model="./m", data="data/x.jsonl", output="./out")
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "x.jsonl").write_text("")
-    got = _absolute(cfg)
+    got = absolute(cfg)
     assert (got.model, got.data, got.output) == (f"{tmp_path}/m", f"{tmp_path}/data/x.jsonl",
                                                  f"{tmp_path}/out")
-    s3 = _absolute(SFTConfig(model="org/name", data="s3://b/d", output="s3://b/o"))
+    s3 = absolute(SFTConfig(model="org/name", data="s3://b/d", output="s3://b/o"))
     assert (s3.model, s3.data, s3.output) == ("org/name", "s3://b/d", "s3://b/o")
