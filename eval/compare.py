@@ -21,7 +21,7 @@ from eval.report import _loglog_identity, _png
 from eval.scoring import BUCKETS, length_bucket
 
 PLOTS = {"ruler": "ruler_before_after.png", "hist": "lengths_before_after.png"}
-SIDES = (("base", "eval_base"), ("trained", "eval_sft"))
+SIDES = (("base", "eval_base"), ("sft", "eval_sft"), ("dpo", "eval_dpo"))
 
 
 def _mean(v: list[float]) -> float | None:
@@ -96,7 +96,7 @@ def _fmt(v, ci=None) -> str:
 
 
 def render_markdown(report: dict) -> str:
-    sides = {k: report[k] for k in ("base", "trained") if report.get(k)}
+    sides = {k: report[k] for k in ("base", "sft", "dpo") if report.get(k)}
     L = ["# LongWriter in miniature: before and after", "",
          "| | " + " | ".join(sides) + " |", "|---|" + "---|" * len(sides)]
     for key, label in (("model", "model"), ("S", "S"), ("S_l", "S_l"), ("S_q", "S_q"),
@@ -144,11 +144,15 @@ def write_pipeline_report(out: str, state: dict, cfg=None) -> dict:
                                             "output_tokens": tokens, "output_tokens_per_s":
                                             round(tokens / max(stages[stage]["wall_s"], 1e-9), 1)}
     dropped = {}
-    for stage in ("generate", "curate"):
+    for stage in ("generate", "curate", "pairs"):
         summ = (state["stages"].get(stage) or {}).get("summary") or {}
         dropped[stage] = summ.get("rejects_by_reason") or {}
+    trained = sides.get("dpo") or sides.get("sft")   # the last trained model
+    if trained:
+        sides = {"base": sides["base"], **{k: v for k, v in sides.items() if k != "base"},
+                 "trained": trained} if "base" in sides else {**sides, "trained": trained}
     report = {**sides, "stages": stages, "dropped": dropped}
-    if len(sides) == 2:
+    if "base" in sides and "trained" in sides:
         b, t = sides["base"], sides["trained"]
         report["change"] = {
             "mean_words_2k_plus_ratio": round(t["mean_words_2k_plus"] / b["mean_words_2k_plus"], 2)
@@ -156,7 +160,8 @@ def write_pipeline_report(out: str, state: dict, cfg=None) -> dict:
             "S_l_points": round(t["S_l"] - b["S_l"], 1) if None not in (t["S_l"], b["S_l"]) else None,
             "S_q_points": round(t["S_q"] - b["S_q"], 1) if None not in (t["S_q"], b["S_q"]) else None}
     if sides:
-        storage.write_bytes_atomic(storage.join(out, PLOTS["ruler"]), ruler_plot(sides), cfg)
+        named = {k: v for k, v in sides.items() if k != "trained"}
+        storage.write_bytes_atomic(storage.join(out, PLOTS["ruler"]), ruler_plot(named), cfg)
         storage.write_bytes_atomic(storage.join(out, PLOTS["hist"]), hist_plot(lengths), cfg)
     storage.write_json(storage.join(out, "report.json"), report, cfg)
     storage.write_bytes_atomic(storage.join(out, "report.md"),

@@ -55,6 +55,11 @@ class PipelineConfig:
     generate: Stage = field(default_factory=Stage, help="AgentWrite (ray_jobs.generate).")
     curate: Stage = field(default_factory=Stage, help="Curation (ray_jobs.curate).")
     sft: Stage = field(default_factory=Stage, help="SFT (ray_jobs.sft).")
+    pairs: Stage = field(default_factory=lambda: Stage(enabled=False), help="Preference pairs "
+        "from the SFT model (ray_jobs.pairs; set its `data`: the instructions to sample). Off "
+        "unless enabled.")
+    dpo: Stage = field(default_factory=lambda: Stage(enabled=False), help="DPO of the SFT "
+        "model on the pairs (ray_jobs.dpo). Off unless enabled (needs pairs).")
     evaluate: Stage = field(default_factory=Stage, help="LongBench-Write + Ruler "
         "(ray_jobs.evaluate), run on the base model and on each trained model.")
     storage: storage.StorageConfig = field(default_factory=storage.StorageConfig,
@@ -63,14 +68,14 @@ class PipelineConfig:
 
 # Which finished stage each stage reads: its skip key includes theirs, so a stage whose input
 # was rebuilt runs again (through its own resume logic) instead of being skipped.
-DEPENDS = {"generate": (), "curate": ("generate",), "sft": ("curate",), "eval_base": (),
-           "eval_sft": ("sft",)}
+DEPENDS = {"generate": (), "curate": ("generate",), "sft": ("curate",), "pairs": ("sft",),
+           "dpo": ("pairs",), "eval_base": (), "eval_sft": ("sft",), "eval_dpo": ("dpo",)}
 
 
 def _plan(p: PipelineConfig) -> list[tuple[str, Stage, str, list[str]]]:
     """(name, section, output dir, wired overrides) for the enabled stages, in order."""
     out = p.output.rstrip("/")
-    d = {s: f"{out}/{s}" for s in ("generate", "curate", "sft", "eval_base", "eval_sft")}
+    d = {s: f"{out}/{s}" for s in DEPENDS}
     judge = [f"judge.model={p.judge_model}"] if p.judge_model else []
     stages = [
         ("generate", p.generate, d["generate"], [
@@ -80,10 +85,17 @@ def _plan(p: PipelineConfig) -> list[tuple[str, Stage, str, list[str]]]:
             f"input={d['generate']}/generations", f"output={d['curate']}"]),
         ("sft", p.sft, d["sft"], [
             f"model={p.base_model}", f"data={d['curate']}", f"output={d['sft']}"]),
+        ("pairs", p.pairs, d["pairs"], [
+            f"model={d['sft']}/model", f"output={d['pairs']}",
+            *[f"scoring.{j}" for j in judge]]),
+        ("dpo", p.dpo, d["dpo"], [
+            f"model={d['sft']}/model", f"data={d['pairs']}", f"output={d['dpo']}"]),
         ("eval_base", p.evaluate, d["eval_base"], [
             f"engine.model={p.base_model}", f"output={d['eval_base']}", *judge]),
         ("eval_sft", p.evaluate, d["eval_sft"], [
             f"engine.model={d['sft']}/model", f"output={d['eval_sft']}", *judge]),
+        ("eval_dpo", p.evaluate if p.dpo.enabled else Stage(enabled=False), d["eval_dpo"], [
+            f"engine.model={d['dpo']}/model", f"output={d['eval_dpo']}", *judge]),
     ]
     return [s for s in stages if s[1].enabled]
 
@@ -91,7 +103,7 @@ def _plan(p: PipelineConfig) -> list[tuple[str, Stage, str, list[str]]]:
 def _job(name: str):
     """The stage's job module (its config class and main), imported when the stage runs."""
     import importlib
-    module = {"generate": "generate", "curate": "curate", "sft": "sft"}.get(name, "evaluate")
+    module = name if name in ("generate", "curate", "sft", "pairs", "dpo") else "evaluate"
     job = importlib.import_module(f"ray_jobs.{module}")
     return job, job.CONFIG
 
@@ -110,6 +122,12 @@ def _summary(name: str, result: dict) -> dict:
         m, d = result.get("final_metrics", {}), result.get("data", {})
         return {"rows": d.get("rows_kept"), "packs": d.get("packs"),
                 **{k: m.get(k) for k in ("steps", "first_loss", "final_loss", "tokens_per_s")}}
+    if name == "pairs":
+        return {k: result.get(k) for k in ("instructions", "samples", "pairs")} | {
+            "rejects_by_reason": result.get("dropped", {})}
+    if name == "dpo":
+        return {"pairs": result.get("data", {}).get("rows_kept"),
+                **result.get("final_metrics", {})}
     o, run = result["overall"], result.get("run", {})
     return {"S": o["S"], "S_l": o["S_l"], "S_q": o["S_q"], "generated": run.get("generated"),
             "judge_calls": run.get("judge_calls"), "seconds": run.get("seconds")}

@@ -45,7 +45,8 @@ def test_report_files_and_change(tmp_path):
     assert report["change"] == {"mean_words_2k_plus_ratio": 2.91, "S_l_points": 25.0,
                                 "S_q_points": None}
     assert report["dropped"] == {"generate": {"language_not_generated": 3},
-                                 "curate": {"repetition": 1}}
+                                 "curate": {"repetition": 1}, "pairs": {}}
+    assert report["trained"] == report["sft"] and "dpo" not in report
     saved = json.loads((tmp_path / "report.json").read_text())
     for side in ("base", "trained"):
         assert {"mean_words_2k_plus", "S_l", "S_q", "ruler_max_words"} <= set(saved[side])
