@@ -381,6 +381,8 @@ def build_results(cfg: EvalConfig, rows: list[dict], judgements: list[dict], rej
                 "score": sum(scoring.dimension_score(r["ratings"][d]) for r in judged_rows)
                 / len(judged_rows)} for d in scoring.DIMENSIONS} if judged_rows else None
     not_comparable = comparability(cfg, len(rejects))
+    if meta["data_file"] == "custom items":
+        not_comparable.insert(0, "custom items, not LongBench-Write")
     coverage = {
         "benchmark_lines": meta["lines"], "rejected_lines": len(rejects),
         "items": n_items, "generated": n_gen, "generation_failed": n_items - n_gen,

@@ -140,7 +140,7 @@ def render_markdown(results: dict) -> str:
     d, j = p["decoding"], p["judge"]
     for k, v in [("model", p["model"]), ("backend", p["backend"]),
                  ("subset", p["subset"]), ("limit", p["limit"] or "none"),
-                 ("data file sha256", p["data_sha256"][:16]),
+                 ("data file sha256", (p["data_sha256"] or "-")[:16]),
                  ("decoding", (f"temperature {d['temperature']}, top_p {d['top_p']}, "
                               f"max_new_tokens {d['max_new_tokens']}, seed {d['seed']}")),
                  ("chat template", p["chat_template"]),

@@ -186,5 +186,5 @@ def test_preference_pairs_from_sampled_and_judged_answers(tiny_engine, demo_judg
     after = [ray.get(a.metrics.remote())["requests"] for a in (tiny_engine, demo_judge)]
     assert after[0] == before[0]                                 # no sample generated again
     retried = (9 - report["coverage"]["judged"]) * cfg.scoring.judge_max_attempts
-    assert after[1] - before[1] <= retried                       # judged ones are cached
+    assert after[1] - before[1] <= retried + 1   # judged ones are cached (+1: the preflight)
     assert again["pairs"] == report["pairs"]
