@@ -22,7 +22,7 @@ from dataset_builder import records, storage
 from dataset_builder.config import config_hash, to_dict
 from train.config import DPOTrainConfig
 from train.data import check_messages, read_conversations
-from train.sft import TrainError, absolute, has_checkpoints, run_config
+from train.sft import TrainError, absolute, fit, has_checkpoints
 
 log = logging.getLogger(__name__)
 PAIR_COLUMNS = (("prompt", "chosen", "rejected"),)
@@ -243,25 +243,8 @@ def run_dpo(cfg: DPOTrainConfig) -> dict:
     if cfg.num_workers == 0:
         dpo_worker(loop)
     else:
-        _fit(cfg, {**loop, "ray": True})
+        fit(cfg, dpo_worker, {**loop, "ray": True})
     final = storage.load_manifest(storage.join(out, "model"), cfg.storage)
     if not final:
         raise TrainError(f"training ended without an exported model in {out}/model")
     return final
-
-
-def _fit(cfg: DPOTrainConfig, loop_config: dict) -> None:
-    from ray.train import ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-    resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})}
-    trainer = TorchTrainer(
-        dpo_worker, train_loop_config=loop_config,
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker=resources),
-        torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
-        run_config=run_config(cfg))
-    try:
-        trainer.fit()
-    except Exception as e:  # TrainingFailedError wraps the worker's error
-        raise TrainError(f"training failed (output {cfg.output}): {type(e).__name__}: "
-                         f"{str(e).strip().splitlines()[-1] if str(e).strip() else ''}") from e

@@ -114,14 +114,14 @@ def run_config(cfg):
                      checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints))
 
 
-def _fit(cfg: SFTConfig, loop_config: dict) -> None:
+def fit(cfg, worker, loop_config: dict) -> None:
+    """Run `worker` on cfg.num_workers Ray Train workers (SFT and DPO); a failure is one
+    TrainError line."""
     from ray.train import ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
-
-    from train.loop import train_worker
     resources = {"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})}
     trainer = TorchTrainer(
-        train_worker, train_loop_config=loop_config,
+        worker, train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker=resources),
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
@@ -163,11 +163,11 @@ def run_sft(cfg: SFTConfig) -> dict:
                 "data_uri": cfg.data, "chat_data_uri": cfg.chat_data,
                 "code_version": code_version("train", "dataset_builder")}
     loop_config = {"cfg": cfg, "packs": storage.join(out, "packs"), "manifest": manifest}
+    from train.loop import train_worker
     if cfg.num_workers == 0:
-        from train.loop import train_worker
         train_worker(loop_config)
     else:
-        _fit(cfg, loop_config)
+        fit(cfg, train_worker, loop_config)
     final = storage.load_manifest(storage.join(out, "model"), cfg.storage)
     if not final:
         raise TrainError(f"training ended without an exported model in {out}/model")
