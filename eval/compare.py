@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from dataset_builder import storage
-from eval.report import _loglog_identity, _png
+from eval.report import _fmt, _loglog_identity, _png
 from eval.scoring import BUCKETS, length_bucket
 
 PLOTS = {"ruler": "ruler_before_after.png", "hist": "lengths_before_after.png"}
@@ -87,12 +87,6 @@ def hist_plot(lengths: dict[str, list[int]]) -> bytes:
     ax.legend()
     fig.tight_layout()
     return _png(fig)
-
-
-def _fmt(v, ci=None) -> str:
-    if v is None:
-        return "-"
-    return f"{v:.1f}" + (f" [{ci[0]:.1f}, {ci[1]:.1f}]" if ci and ci[0] is not None else "")
 
 
 def render_markdown(report: dict) -> str:

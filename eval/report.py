@@ -107,7 +107,7 @@ def bucket_plot(by_bucket: dict) -> bytes:
 def _fmt(v, ci=None) -> str:
     if v is None:
         return "n/a"
-    return f"{v:.1f}" + (f" [{ci[0]:.1f}, {ci[1]:.1f}]" if ci else "")
+    return f"{v:.1f}" + (f" [{ci[0]:.1f}, {ci[1]:.1f}]" if ci and ci[0] is not None else "")
 
 
 def _table(groups: dict, title: str) -> list[str]:
