@@ -27,7 +27,7 @@ models: setup
 	$(MODELS)
 
 demo: models
-	$(PY) ray_jobs/generate.py --config ray_jobs/configs/demo.yaml \
+	$(PY) -m ray_jobs.generate --config ray_jobs/configs/demo.yaml \
 		--set engine.model=$$($(MODELS) demo) --set output=./data/demo
 
 # The paper in miniature (~2 h on 2 cores; resumable: rerun to continue) -> ./data/mini/report.md

@@ -178,6 +178,16 @@ class Journal:
     def save(self, step: int, entry: dict) -> None:
         storage.write_json(storage.join(self.dir, f"step-{step:03d}.json"), entry, self.cfg)
 
+    def start_attempt(self, run_id: str) -> int:
+        """Count one more attempt of this instruction in run `run_id` (1 = the first). Ray
+        reruns a row lost with its actor without limit, so the count lives here, with the
+        steps; a new run starts again at 1."""
+        uri = storage.join(self.dir, "attempts.json")
+        old = storage.read_json(uri, self.cfg) if storage.exists(uri, self.cfg) else {}
+        n = old.get("n", 0) + 1 if old.get("run") == run_id else 1
+        storage.write_json(uri, {"run": run_id, "n": n}, self.cfg)
+        return n
+
 
 class Rejected(Exception):
     """The instruction cannot be completed; `reason` goes to _rejects/."""
@@ -290,7 +300,8 @@ def _record(inst, plan_entry, steps, resumed, cfg) -> dict:
     paragraphs = [s["text"] for s in steps[1:]]
     response = "\n\n".join(paragraphs)
     return {
-        **{k: inst.get(k) for k in ("id", "prompt", "source", "lang", "required_words")},
+        **{k: inst.get(k) for k in ("id", "prompt", "source", "lang", "required_words",
+                                    "required_words_source")},
         "plan": plan_entry["plan"], "paragraphs": paragraphs, "response": response,
         "response_words": count_words(response), "layout": cfg.layout,
         "plan_attempts": plan_entry.get("attempts", 1),

@@ -93,3 +93,41 @@ def drop_exact_duplicates(rows: list[dict]) -> tuple[list[dict], list[dict]]:
             seen.add(r["id"])
             kept.append(r)
     return kept, rejects
+
+
+INPUT_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+def input_files(uri: str, cfg: storage.StorageConfig | None = None) -> list[str]:
+    """The files an `input` names: one file, a directory (its jsonl/parquet files, recursively)
+    or a glob; each as a full URI. Raises StorageError when there is none."""
+    fs, path = storage.get_fs(uri, cfg)
+    proto = uri.split("://", 1)[0] + "://" if "://" in uri else ""
+    try:
+        if any(ch in path for ch in "*?["):
+            found = sorted(fs.glob(path))
+        elif fs.isdir(path):
+            found = sorted(p for p in fs.find(path) if p.endswith(INPUT_SUFFIXES)
+                           and not p.rsplit("/", 1)[-1].startswith(("_", ".")))
+        else:
+            storage.check_reachable(uri, cfg, must_exist=True)
+            return [uri]
+    except storage.StorageError:
+        raise
+    except Exception as e:
+        raise storage.StorageError(f"cannot list input {uri}: {type(e).__name__}: {e}") from None
+    if not found:
+        raise storage.StorageError(f"input not found: no jsonl or parquet files at {uri}")
+    return [proto + p if proto and not p.startswith(proto) else p for p in found]
+
+
+def parse_file(row: dict, storage_cfg=None) -> list[dict]:
+    """Ray Data flat_map over input files: one row per input line, an instruction or a reject
+    (stage "input", with file and line). Runs in a Ray task, so files are read across the
+    cluster, through this project's storage layer (its S3 endpoint settings), not a driver loop."""
+    from dataset_builder.llm.stage import reject_row, todo
+    from dataset_builder.selection import assign_required
+    uri = row["file"]
+    rows, rejects = read_instructions(uri, storage_cfg)
+    out = [todo({**r, "file": uri}) for r in assign_required(rows)]
+    return out + [reject_row({**r, "id": None, "file": uri}, "input", r["reason"]) for r in rejects]

@@ -24,8 +24,19 @@ GENERATION = pa.schema(INSTRUCTION_FIELDS + [
     ("step_cached_tokens", pa.list_(pa.int64())),
     ("finish_reasons", pa.list_(pa.string())),
     ("resumed_steps", pa.int64()),              # steps (plan included) taken from the journal
+    ("required_words_source", pa.string()),     # given | rule | llm (selection.py)
 ])
 
 # Every dropped row: where it came from (file, 1-based line or row), which stage, why.
 REJECT = pa.schema([("id", pa.string()), ("line", pa.int64()), ("stage", pa.string()),
                     ("reason", pa.string()), ("raw", pa.string()), ("file", pa.string())])
+
+
+def reject_record(item: dict) -> dict:
+    """The REJECT row of a dropped item (any stage): where it came from, which stage, why, and
+    its text (the raw input line, else the prompt) cut to 2,000 characters."""
+    raw = item.get("raw")
+    if raw is None:
+        raw = item.get("prompt") or ""
+    return {"id": item.get("id"), "line": item.get("line"), "stage": item["stage"],
+            "reason": item["reason"], "raw": str(raw)[:2000], "file": item.get("file")}

@@ -4,22 +4,18 @@ Runs alone on any committed generation dataset (the generation job runs the same
 AgentWrite when `curate: true`). A rerun on the same input, config and code is skipped.
 
 Locally (starts a local Ray if none is running):
-    python ray_jobs/curate.py --config ray_jobs/configs/curate.yaml \
+    python -m ray_jobs.curate --config ray_jobs/configs/curate.yaml \
         --set input=./data/demo/generations --set output=./data/demo/longwriter
 On a cluster:
     ray job submit --address http://HEAD:8265 --working-dir . -- \
-        python ray_jobs/curate.py --config ray_jobs/configs/curate.yaml \
+        python -m ray_jobs.curate --config ray_jobs/configs/curate.yaml \
         --set input=s3://bucket/runs/r1/generations --set output=s3://bucket/runs/r1/longwriter
-List every config field: python ray_jobs/curate.py --help-config
+List every config field: python -m ray_jobs.curate --help-config
 """
 from __future__ import annotations
 
 import json
-import os
 import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 from dataset_builder import storage
 from dataset_builder.curate.pipeline import CurateConfig, run_curation

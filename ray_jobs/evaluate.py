@@ -1,26 +1,22 @@
 """LongBench-Write (S_l, S_q, S) and LongWrite-Ruler evaluation job.
 
 Locally (starts a local Ray if none is running; tiny CPU model, demo model as judge):
-    python ray_jobs/evaluate.py --config ray_jobs/configs/eval_tiny.yaml \
+    python -m ray_jobs.evaluate --config ray_jobs/configs/eval_tiny.yaml \
         --set engine.model=$(python -m dataset_builder.models tiny) \
         --set judge.model=$(python -m dataset_builder.models demo) --set output=./data/eval
 As published (vLLM model under test on GPUs, GPT-4o as judge). OPENAI_API_KEY must be in the
 environment of the cluster's nodes (a secrets manager or the node setup), not in
 --runtime-env-json, whose values the dashboard shows to anyone who can open it:
     ray job submit --address http://HEAD:8265 --working-dir . -- \
-        python ray_jobs/evaluate.py --config ray_jobs/configs/eval.yaml \
+        python -m ray_jobs.evaluate --config ray_jobs/configs/eval.yaml \
         --set engine.model=THUDM/LongWriter-llama3.1-8b --set output=s3://bucket/eval/r1
 Reruns into the same output skip finished generations and cached judgements.
-List every config field: python ray_jobs/evaluate.py --help-config
+List every config field: python -m ray_jobs.evaluate --help-config
 """
 from __future__ import annotations
 
 import json
-import os
 import sys
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 from dataset_builder.jobs import cli, init_ray
 from eval.config import EvalConfig

@@ -1,24 +1,20 @@
 """AgentWrite generation job (optionally followed by curation).
 
 Locally (starts a local Ray if none is running):
-    python ray_jobs/generate.py --config ray_jobs/configs/demo.yaml --set output=./data/demo
+    python -m ray_jobs.generate --config ray_jobs/configs/demo.yaml --set output=./data/demo
 On a cluster:
     ray job submit --address http://HEAD:8265 --working-dir . -- \
-        python ray_jobs/generate.py --config ray_jobs/configs/gpu.yaml \
+        python -m ray_jobs.generate --config ray_jobs/configs/gpu.yaml \
         --set input=s3://bucket/instructions.jsonl --set output=s3://bucket/runs/r1
-List every config field: python ray_jobs/generate.py --help-config
+List every config field: python -m ray_jobs.generate --help-config
 """
 from __future__ import annotations
 
 import json
-import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-from dataset_builder.generate import GenerateConfig, run  # noqa: E402
-from dataset_builder.jobs import cli, init_ray  # noqa: E402
+from dataset_builder.generation import GenerateConfig, run
+from dataset_builder.jobs import cli, init_ray
 
 
 def curate(cfg: GenerateConfig, stats: dict) -> None:

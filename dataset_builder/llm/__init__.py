@@ -2,5 +2,45 @@
 
 - `vllm`:   AsyncLLM in-process (vllm_engine.py), hosted in a Ray actor (actor.py).
 - `openai`: any OpenAI-compatible endpoint (openai_engine.py): GPT-4o, `vllm serve`, ...
+- `attach`:  a running EngineActor by name (RemoteEngine below).
+
+Jobs run engines as rows of the engine stage (stage.py); actor.py hosts a long-lived engine.
 """
 from dataset_builder.llm.base import Completion, EngineConfig, EngineError, Sampling  # noqa: F401
+
+
+def make_engine(cfg):
+    """The backend named by `cfg.backend`, in this process; `cfg.attach` names a running
+    EngineActor to use instead (its chat calls go over Ray)."""
+    if cfg.attach:
+        return RemoteEngine(cfg.attach)
+    if cfg.backend == "openai":
+        from dataset_builder.llm.openai_engine import OpenAIEngine
+        return OpenAIEngine(cfg)
+    from dataset_builder.llm.vllm_engine import VLLMEngine
+    return VLLMEngine(cfg)
+
+
+class RemoteEngine:
+    """A running EngineActor by name: many jobs share one long-lived engine (and a test
+    session starts one engine, not one per job)."""
+
+    def __init__(self, name: str):
+        import ray
+        self.actor = ray.get_actor(name)
+
+    async def chat(self, messages, sampling, retries: int = 60):
+        """Resends a request lost while the actor restarts (about 2 minutes at most)."""
+        import asyncio
+
+        from ray.exceptions import ActorUnavailableError, RayActorError
+        for attempt in range(retries + 1):
+            try:
+                return await self.actor.chat.remote(messages, sampling)
+            except (ActorUnavailableError, RayActorError):
+                if attempt == retries:
+                    raise
+                await asyncio.sleep(2)
+
+    def metrics(self) -> dict:
+        return {}

@@ -11,8 +11,8 @@ import socket
 
 import ray
 
+from dataset_builder.llm import make_engine
 from dataset_builder.llm.base import EngineConfig, Sampling
-from dataset_builder.llm.vllm_engine import make_engine
 
 
 class EngineActor:
@@ -52,11 +52,12 @@ def start_engines(cfg: EngineConfig, n: int = 1, max_restarts: int = 3, **option
     down as few engines as possible.
     """
     options.setdefault("scheduling_strategy", "SPREAD")
-    # max_task_retries=0: calls in flight when the actor dies fail back to the caller, which
-    # resends them (pool.py) so the journal, not Ray, decides what is redone.
+    # max_task_retries=0: calls in flight when the actor dies fail back to the caller
+    # (RemoteEngine resends them once the actor is back). An async actor runs up to 1,000
+    # calls at once by default, far above an engine's batch.
     remote = ray.remote(EngineActor).options(
         num_cpus=cfg.num_cpus, num_gpus=cfg.num_gpus, max_restarts=max_restarts,
-        max_task_retries=0, max_concurrency=1000, **options)
+        max_task_retries=0, **options)
     actors = [remote.remote(cfg) for _ in range(n)]
     ray.get([a.info.remote() for a in actors])
     return actors

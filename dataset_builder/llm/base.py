@@ -69,6 +69,14 @@ class EngineConfig:
     tensor_parallel_size: int = field(1, help="vllm: GPUs per engine.")
     num_gpus: float = field(0.0, help="Ray resources: GPUs per engine actor (0 on CPU).")
     num_cpus: float = field(1.0, help="Ray resources: CPUs per engine actor.")
+    min_replicas: int = field(1, help="Engine stage: replicas kept up (Ray Data actor pool "
+        "min_size). On an autoscaling cluster 1 starts the job on the first node that fits.")
+    max_replicas: int = field(1, help="Engine stage: most replicas (max_size); the pool grows "
+        "toward it while rows queue and the autoscaler adds the nodes (cluster.yaml bounds).")
+    in_flight: int = field(64, help="Engine stage: rows in flight per replica (whole "
+        "AgentWrite instructions, judge requests); keep >= max_num_seqs so the batch stays full.")
+    attach: str = field("", help="Engine stage: name of a running EngineActor to send requests "
+        "to instead of starting an engine per replica (a shared long-lived engine; tests).")
     seed: int = field(0, help="Engine seed (vllm) / default request seed.")
     base_url: str = field("", help="openai: endpoint base URL, e.g. http://127.0.0.1:8000/v1.")
     api_key_env: str = field("OPENAI_API_KEY", help="openai: name of the environment variable "

@@ -119,11 +119,3 @@ class VLLMEngine:
 
     def shutdown(self) -> None:
         self.engine.shutdown()
-
-
-def make_engine(cfg: EngineConfig):
-    """The backend named by `cfg.backend` (constructed in the current process)."""
-    if cfg.backend == "openai":
-        from dataset_builder.llm.openai_engine import OpenAIEngine
-        return OpenAIEngine(cfg)
-    return VLLMEngine(cfg)

@@ -84,7 +84,7 @@ def test_generate_job_writes_records_to_s3(ray_head, tiny_model, moto_s3, tmp_pa
         "Write a 3000-word essay on rivers.", "请写一篇3000字的文章，介绍长城。"]]
     storage.write_bytes_atomic(f"{run}/in.jsonl", b"\n".join([*lines, b"{bad json"]))
     t0 = time.time()
-    r = _submit(address, env, "python", "ray_jobs/generate.py", "--config",
+    r = _submit(address, env, "python", "-m", "ray_jobs.generate", "--config",
                 "ray_jobs/configs/tiny.yaml", "--set", f"engine.model={tiny_model}",
                 "--set", f"input={run}/in.jsonl", "--set", f"output={run}/out",
                 "--set", "progress=false")
@@ -103,7 +103,7 @@ def test_generate_job_writes_records_to_s3(ray_head, tiny_model, moto_s3, tmp_pa
 
 def test_bad_config_fails_with_one_clear_line(ray_head):
     address, env, _ = ray_head
-    r = _submit(address, env, "python", "ray_jobs/generate.py", "--config",
+    r = _submit(address, env, "python", "-m", "ray_jobs.generate", "--config",
                 "ray_jobs/configs/tiny.yaml", "--set", "engine.max_num_seqs=many",
                 "--set", "input=x", "--set", "output=y")
     assert r.returncode != 0

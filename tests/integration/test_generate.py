@@ -1,18 +1,16 @@
-"""The generation job on a real local Ray + CPU vLLM (tiny model): bad input, S3, resume, faults."""
+"""The generation job on a real local Ray + CPU vLLM (tiny model): bad input, S3, resume.
+
+The Ray Data engine stage here sends its requests to the session's one tiny engine
+(`engine.attach`), so the tests do not start an engine per job; the stage with its own engines,
+autoscaling and node loss run in test_multinode.py."""
 import json
-import os
-import signal
-import threading
-import time
 
 import pytest
 import ray
 
 from dataset_builder import storage
 from dataset_builder.config import load_config
-from dataset_builder.generate import GenerateConfig, run
-from dataset_builder.llm.actor import start_engines
-from dataset_builder.pool import run_pool
+from dataset_builder.generation import GenerateConfig, run
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +39,7 @@ def _input(path, extra: list[bytes] = ()):
 def _cfg(tiny_model, inp, out, *extra):
     return load_config(GenerateConfig, "ray_jobs/configs/tiny.yaml",
                        [f"engine.model={tiny_model}", f"input={inp}", f"output={out}",
-                        "progress=false", *extra])
+                        "progress=false", "engine.attach=tiny-engine", *extra])
 
 
 def _requests(actor):
@@ -50,7 +48,7 @@ def _requests(actor):
 
 def test_bad_input_rerun_and_resume_local(tiny_engine, tiny_model, tmp_path, monkeypatch):
     cfg = _cfg(tiny_model, _input(tmp_path / "in.jsonl", [b"\xff\xfe not utf8"]), tmp_path / "o")
-    stats = run(cfg, actors=[tiny_engine])
+    stats = run(cfg)
     out = str(tmp_path / "o")
     gens = storage.read_dataset(f"{out}/generations").to_pylist()
     assert stats["instructions_in"] == 9 and stats["rows_in_output"] == len(gens) >= 3
@@ -74,18 +72,19 @@ def test_bad_input_rerun_and_resume_local(tiny_engine, tiny_model, tmp_path, mon
 
     # Rerun: everything is committed or rejected, so no engine request and no new rows.
     before = _requests(tiny_engine)
-    again = run(cfg, actors=[tiny_engine])
+    again = run(cfg)
     assert again["written_this_run"] == 0 and _requests(tiny_engine) == before
     assert len(storage.read_dataset(f"{out}/_rejects")) == len(rejects)
-    # ... and a rerun that would start its own engines starts none.
-    import dataset_builder.generate as G
-    monkeypatch.setattr(G, "start_engines", lambda *a, **k: pytest.fail("engine started"))
+    # ... and with nothing left to do, no engine stage (no engine start) at all.
+    import dataset_builder.generation as G
+    monkeypatch.setattr(G, "engine_stage", lambda *a, **k: pytest.fail("engine stage built"))
     assert run(cfg)["written_this_run"] == 0
+    monkeypatch.undo()
 
     # Lose the output but keep the journal: every step is resumed, none regenerated.
     fs, path = storage.get_fs(f"{out}/generations")
     fs.rm(path, recursive=True)
-    resumed = run(cfg, actors=[tiny_engine])
+    resumed = run(cfg)
     assert _requests(tiny_engine) == before
     assert resumed["written_this_run"] == len(gens) and resumed["generated_steps"] == 0
     assert resumed["resumed_steps"] == sum(len(x["paragraphs"]) + 1 for x in gens)
@@ -115,7 +114,7 @@ def test_append_layout_extends_the_plan_conversation(tiny_engine, tiny_model, tm
 def test_s3_input_and_output(tiny_engine, tiny_model, moto_s3, tmp_path):
     inp = _input(f"s3://test-bucket/{tmp_path.name}/in.jsonl")
     out = f"s3://test-bucket/{tmp_path.name}/run"
-    stats = run(_cfg(tiny_model, inp, out), actors=[tiny_engine])
+    stats = run(_cfg(tiny_model, inp, out))
     gens = storage.read_dataset(f"{out}/generations")
     assert gens.num_rows == stats["rows_in_output"] >= 3
     assert storage.exists(f"{out}/_stats.json") and storage.exists(f"{out}/_config.yaml")
@@ -128,41 +127,3 @@ def test_unreachable_store_and_missing_input_fail_fast(tiny_model, tmp_path):
     cfg = _cfg(tiny_model, "s3://b/in.jsonl", "s3://b/out", "storage.endpoint_url=http://127.0.0.1:9")
     with pytest.raises(storage.StorageError, match="cannot reach storage"):
         run(cfg)
-
-
-def _journal_steps(journal: str) -> int:
-    return sum(len(files) for _, _, files in os.walk(journal))
-
-
-def test_killed_engine_actor_resumes_exactly_once(ray_local, tiny_engine_cfg, tiny_model, tmp_path):
-    """SIGKILL the engine actor mid-run: Ray restarts it, its instructions resume from the
-    journal, each id is delivered once, and no journaled step is generated again."""
-    cfg = _cfg(tiny_model, "unused", tmp_path / "o", "agentwrite.plan_retries=1",
-               "agentwrite.step_retries=0", "agentwrite.max_step_tokens=96")
-    [actor] = start_engines(tiny_engine_cfg, 1, max_restarts=2)
-    pid = ray.get(actor.info.remote())["pid"]
-    rows = [{"id": f"i{k}", "prompt": f"Write a {2000 + 100 * k}-word essay on topic {k}.",
-             "required_words": 2000 + 100 * k, "source": "t", "lang": "en"} for k in range(12)]
-    journal = str(tmp_path / "journal")
-    results = []
-    runner = threading.Thread(target=lambda: results.extend(
-        run_pool([actor], rows, journal, cfg.agentwrite, in_flight=12)))
-    runner.start()
-    while _journal_steps(journal) < 6 and runner.is_alive():
-        time.sleep(0.05)
-    assert runner.is_alive(), f"run finished before the kill point: {results[:2]}"
-    os.kill(pid, signal.SIGKILL)
-    time.sleep(1.0)  # the process is gone: nothing more is journaled by it
-    killed_at = _journal_steps(journal)
-    runner.join(timeout=300)
-    ok = [r["record"] for r in results if r["status"] == "ok"]
-    rejected = [r for r in results if r["status"] == "reject"]
-    ids = [r["id"] for r in ok] + [r["id"] for r in rejected]
-    assert sorted(ids) == sorted(r["id"] for r in rows)  # every id exactly once
-    assert sum(r["resumed_steps"] for r in ok) > 0, (killed_at, [(r.get("status"), r.get("reason", "")[:80]) for r in results])
-    info = ray.get(actor.info.remote())
-    assert info["pid"] != pid  # Ray restarted the actor process
-    after = _requests(actor)  # the restarted actor counts only post-restart requests
-    new_steps = _journal_steps(journal) - killed_at
-    assert new_steps <= after <= new_steps + len(rejected)
-    ray.kill(actor)

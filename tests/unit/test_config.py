@@ -4,7 +4,7 @@ import typing
 import pytest
 
 from dataset_builder.config import ConfigError, describe, load_config
-from dataset_builder.generate import GenerateConfig
+from dataset_builder.generation import GenerateConfig
 
 
 def _write(tmp_path, text):
@@ -33,8 +33,8 @@ def test_wrong_type_names_the_key():
         load_config(GenerateConfig, None, ["input=a", "output=b", "engine.max_num_seqs=lots"])
     with pytest.raises(ConfigError, match=r"agentwrite\.layout"):
         load_config(GenerateConfig, None, ["input=a", "output=b", "agentwrite.layout=sideways"])
-    with pytest.raises(ConfigError, match=r"num_engines: expected int, got bool"):
-        load_config(GenerateConfig, None, ["input=a", "output=b", "num_engines=true"])
+    with pytest.raises(ConfigError, match=r"engine.max_replicas: expected int, got bool"):
+        load_config(GenerateConfig, None, ["input=a", "output=b", "engine.max_replicas=true"])
 
 
 def test_missing_required_and_bad_file(tmp_path):

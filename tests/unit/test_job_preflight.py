@@ -45,4 +45,4 @@ def test_evaluate_with_a_bad_judge_path_fails_in_one_line(tmp_path, tiny_model):
 def test_help_keeps_the_usage_layout():
     r = _job("-m", "ray_jobs.generate", "--help")
     assert r.returncode == 0
-    assert "\n    python ray_jobs/generate.py --config" in r.stdout  # not squashed
+    assert "\n    python -m ray_jobs.generate --config" in r.stdout  # not squashed

@@ -1,0 +1,314 @@
+"""The AgentWrite generation job as Ray Data stages: read -> select -> engine stage -> sink.
+
+    python -m ray_jobs.generate --config ray_jobs/configs/demo.yaml
+
+Input files are parsed in Ray tasks (instructions.parse_file); the driver sees only each row's
+id, file, line, language and length to decide duplicates, earlier results, the length rules and
+`limit`; the rows left go through the engine stage (llm/stage.py) as whole AgentWrite
+instructions, and every row, written or rejected, lands through one Datasink (sink.py).
+
+Output directory (any fsspec URI):
+  generations/  parquet parts + _manifest.json (DESIGN.md §5 generation records, one per id)
+  _rejects/     every dropped row with stage and reason (input line, selection, plan, write)
+  _journal/     finished steps per instruction (resume state)
+  _stats.json   funnel, tokens, prefix-cache hit rate, wall time, tokens/s per engine
+  _config.yaml  the resolved config
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+from dataset_builder import instructions as ins
+from dataset_builder import prompts, records, selection, storage
+from dataset_builder.agentwrite import AgentWriteConfig, Journal, run_instruction
+from dataset_builder.config import config_hash, field, to_dict
+from dataset_builder.llm.base import EngineConfig, EngineError, Sampling
+from dataset_builder.llm.stage import engine_stage
+from dataset_builder.sink import ManifestSink, Output, merge_commits
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SelectionConfig:
+    min_required_words: int = field(2000, help="Keep instructions whose answer needs at least "
+        "this many words (the paper: 2,000). 0 keeps everything.")
+    llm_estimate: bool = field(True, help="Ask the engine for a length estimate when the prompt "
+        "states none (digits-only regex constraint); otherwise such rows are rejected.")
+    max_estimate_words: int = field(32000, help="An LLM estimate above this is implausible (a "
+        "small model said 123,456 words for a one-line translation) and the row is rejected as "
+        "`estimate_out_of_range`; LongWriter-6k outputs reach 32k words.")
+    languages: list[str] = field(default_factory=list, help="Instruction languages to generate "
+        "(e.g. [en]); others are rejected as `language_not_generated` before any engine call. "
+        "Empty: all. A model that cannot write Chinese (the 135M demo model) only makes "
+        "rows that curation drops as language_mismatch.")
+
+
+@dataclass
+class GenerateConfig:
+    input: str = field(help="Instructions: a jsonl or parquet file, a directory of them or a "
+        "glob; local path or s3:// URI.")
+    output: str = field(help="Output directory (local path or s3:// URI).")
+    limit: int | None = field(None, help="Send at most this many instructions to the engines "
+        "(after the length rules; a row waiting for an LLM length estimate counts).")
+    max_attempts: int = field(3, help="Starts of one instruction in one run (its engine "
+        "replica died under it each time) before it is rejected as engine_lost.")
+    commit_every: int = field(16, help="Rows per output part (Datasink min_rows_per_write).")
+    retry_rejects: bool = field(False, help="Retry instructions rejected by an earlier run.")
+    progress: bool = field(True, help="Show Ray Data's progress bars.")
+    curate: bool = field(False, help="Run curation on the generations afterwards "
+        "(into <output>/longwriter).")
+    curate_config: str = field("ray_jobs/configs/curate.yaml", help="Curation config file "
+        "used when curate is true (input/output/storage are set from this job).")
+    curate_set: list[str] = field(default_factory=list, help="Overrides for the curation "
+        "config, as with --set (e.g. filters.min_response_words=500).")
+    engine: EngineConfig = field(default_factory=EngineConfig, help="The LLM engine.")
+    agentwrite: AgentWriteConfig = field(default_factory=AgentWriteConfig, help="AgentWrite.")
+    selection: SelectionConfig = field(default_factory=SelectionConfig, help="Selection.")
+    storage: storage.StorageConfig = field(default_factory=storage.StorageConfig, help="Storage.")
+
+
+class AgentWriteTask:
+    """One instruction in an engine replica: the context check (the model's own tokenizer and
+    chat template), the LLM length estimate when the prompt states none, then plan + write with
+    the step journal; `max_attempts` starts in one run at most (the count is journaled)."""
+    stage = "agentwrite"
+
+    def __init__(self, cfg: GenerateConfig, journal_uri: str, run_id: str):
+        self.cfg, self.journal_uri, self.run_id = cfg, journal_uri, run_id
+        self.render = None
+        if cfg.engine.backend == "vllm":  # an openai endpoint's tokenizer is not known here
+            from transformers import AutoTokenizer
+
+            from dataset_builder.llm.render import ChatRenderer
+            self.render = ChatRenderer(AutoTokenizer.from_pretrained(cfg.engine.model))
+
+    def _too_long(self, item: dict) -> str | None:
+        from dataset_builder.agentwrite import plan_max_tokens, plan_messages
+        if self.render is None:
+            return None
+        n, room = len(self.render(plan_messages(item, self.cfg.agentwrite))), \
+            plan_max_tokens(self.cfg.agentwrite)
+        if n + room > self.cfg.engine.max_model_len:
+            return (f"prompt_too_long: {n} tokens + {room} for the plan > "
+                    f"max_model_len {self.cfg.engine.max_model_len}")
+        return None
+
+    async def _estimate(self, engine, item: dict) -> None:
+        s = Sampling(temperature=0.0, max_tokens=8, regex=r"[1-9][0-9]{1,5}")
+        msgs = [{"role": "user", "content": prompts.ESTIMATE_PROMPT.format(
+            instruction=item["prompt"])}]
+        try:
+            item["required_words"] = selection.parse_estimate((await engine.chat(msgs, s)).text)
+        except EngineError:
+            item["required_words"] = None
+        item["required_words_source"] = "llm" if item["required_words"] else None
+
+    async def run(self, engine, item: dict) -> dict:
+        sel = self.cfg.selection
+        reason = self._too_long(item)
+        if reason is None and not item.get("required_words"):
+            await self._estimate(engine, item)
+            ok, reason = selection.keep(item, sel.min_required_words, sel.max_estimate_words,
+                                        sel.languages)
+        if reason:
+            return {"status": "reject", "stage": "selection", "reason": reason}
+        journal = Journal(self.journal_uri, item["id"], self.cfg.storage)
+        n = journal.start_attempt(self.run_id)
+        if n > self.cfg.max_attempts:
+            log.warning("%s: started %d times in this run, its replica lost each time: rejected",
+                        item["id"], n - 1)
+            return {"status": "reject", "stage": "engine",
+                    "reason": f"engine_lost_{self.cfg.max_attempts}_times"}
+        if n > 1:
+            log.info("%s: attempt %d, resuming from its journal", item["id"], n)
+        res = await run_instruction(engine, item, self.cfg.agentwrite, self.journal_uri,
+                                    self.cfg.storage)
+        return {**res, "attempt": n}
+
+
+def _decide(rows: list[dict], done: set, recorded: set, cfg: GenerateConfig) -> dict:
+    """(file, line) -> "todo" | "skip" | "later" | (stage, reason), in input order: earlier results are
+    skipped, repeated ids are duplicates, the length rules apply, then `limit`."""
+    sel, out, seen, n_todo = cfg.selection, {}, set(), 0
+    for r in sorted(rows, key=lambda r: (r["file"], r["line"])):
+        key = (r["file"], r["line"])
+        if r["status"] == "reject":
+            out[key] = "skip" if ("input", None, r["line"], r["file"]) in recorded else "keep"
+            continue
+        if r["id"] in done:
+            out[key] = "skip"
+            continue
+        if r["id"] in seen:
+            out[key] = ("dedup", "duplicate_prompt")
+            continue
+        seen.add(r["id"])
+        ok, reason = selection.keep(r, sel.min_required_words, sel.max_estimate_words,
+                                    sel.languages)
+        if not ok and reason == "required_words_unknown" and sel.llm_estimate:
+            ok = True  # the engine stage estimates it, then applies the rules
+        if not ok:
+            out[key] = ("selection", reason)
+        elif cfg.limit is not None and n_todo >= cfg.limit:
+            out[key] = "later"  # selected, beyond this run's limit
+        else:
+            out[key] = "todo"
+            n_todo += 1
+    return out
+
+
+def _apply(batch, decisions: dict):
+    """Ray Data map_batches: each row as decided on the driver; skipped rows drop out."""
+    import pyarrow as pa
+
+    from dataset_builder.llm.stage import ROW, reject_row
+    out = []
+    for row in batch.to_pylist():
+        item = json.loads(row["payload"])
+        d = decisions[(item["file"], item["line"])]
+        if d in ("todo", "keep"):
+            out.append(row)
+        elif d not in ("skip", "later"):
+            out.append(reject_row(item, *d))
+    return pa.Table.from_pylist(out, schema=ROW)
+
+
+def _summary(item: dict, status: str) -> dict:
+    """What the driver's stats need of each row (sink write returns; no text)."""
+    if status != "ok":
+        return {"status": status, "stage": item["stage"], "reason": item["reason"],
+                "engine": item.get("engine")}
+    rec = item["record"]
+    return {"status": "ok", "engine": item.get("engine"),
+            **{k: rec[k] for k in ("resumed_steps", "step_prompt_tokens", "step_cached_tokens",
+                                   "step_output_tokens", "response_words")},
+            "paragraphs": len(rec["paragraphs"])}
+
+
+def _read(cfg: GenerateConfig):
+    import ray
+    files = ins.input_files(cfg.input, cfg.storage)
+    ds = ray.data.from_items([{"file": f} for f in files], override_num_blocks=len(files))
+    return ds.flat_map(ins.parse_file, fn_kwargs={"storage_cfg": cfg.storage}).materialize()
+
+
+def _earlier(out: str, cfg: GenerateConfig) -> tuple[set, set]:
+    """Ids finished or rejected by earlier runs (not retried unless retry_rejects), and the
+    rejects already recorded (a rerun records none twice)."""
+    gens = storage.read_dataset(storage.join(out, "generations"), cfg.storage)
+    done = set(gens.column("id").to_pylist()) if gens is not None else set()
+    old = storage.read_dataset(storage.join(out, "_rejects"), cfg.storage)
+    old = old.to_pylist() if old is not None else []
+    if not cfg.retry_rejects:
+        done |= {r["id"] for r in old if r["id"] and r["stage"] not in ("input", "dedup")}
+    return done, {(r["stage"], r["id"], r["line"], r["file"]) for r in old}
+
+
+def run(cfg: GenerateConfig) -> dict:
+    """Run the job on the connected Ray cluster; returns what `_stats.json` holds."""
+    import ray
+    t0 = time.time()
+    out = cfg.output.rstrip("/")
+    storage.check_reachable(out, cfg.storage)
+    from dataset_builder.jobs import code_version, save_resolved_config
+    ray.data.DataContext.get_current().enable_progress_bars = cfg.progress
+    ds = _read(cfg)
+    save_resolved_config(cfg, out, cfg.storage)
+    gen_uri, rej_uri = storage.join(out, "generations"), storage.join(out, "_rejects")
+    extra = {"config": to_dict(cfg), "config_hash": config_hash(cfg),
+             "code_version": code_version("dataset_builder")}
+    for uri in (gen_uri, rej_uri):  # parts a crashed run committed but did not list
+        merge_commits(uri, cfg.storage, uri == gen_uri, extra if uri == gen_uri else None)
+    done, recorded = _earlier(out, cfg)
+    rows = ds.map(lambda r: {k: v for k, v in json.loads(r["payload"]).items() if k in (
+        "id", "file", "line", "lang", "required_words", "required_words_source")}
+        | {"status": r["status"]}).take_all()
+    decisions = _decide(rows, done, recorded, cfg)
+    n_todo = sum(d == "todo" for d in decisions.values())
+    ds = ds.map_batches(_apply, batch_format="pyarrow", fn_kwargs={"decisions": decisions})
+    if n_todo:  # no engine starts when nothing is left to generate
+        task = {"cfg": cfg, "journal_uri": storage.join(out, "_journal"),
+                "run_id": uuid.uuid4().hex[:12]}
+        from ray.data.expressions import col
+        ds = engine_stage(ds.filter(expr=col("status") == "todo"), cfg.engine, AgentWriteTask,
+                          task).union(ds.filter(expr=col("status") != "todo"))
+    chash, model = config_hash(cfg), cfg.engine.model
+    sink = ManifestSink(
+        {"ok": Output(gen_uri, records.GENERATION,
+                      lambda i: {**i["record"], "model": model, "config_hash": chash}),
+         "reject": Output(rej_uri, records.REJECT, records.reject_record, unique_ids=False)},
+        cfg.storage, uuid.uuid4().hex[:8], cfg.commit_every, _summary, extra)
+    ds.write_datasink(sink)
+    stats = Stats()
+    for s in sink.summaries:
+        stats.record(s) if s["status"] == "ok" else stats.reject(s["stage"], s["reason"])
+    total = (storage.load_manifest(gen_uri, cfg.storage) or {}).get("rows", 0)
+    result = _stats_json(cfg, stats, sink.summaries, len(rows), decisions, n_todo,
+                         time.time() - t0, total)
+    storage.write_json(storage.join(out, "_stats.json"), result, cfg.storage)
+    return result
+
+
+class Stats:
+    def __init__(self):
+        self.c = {"written": 0, "failed": 0, "step_prompt_tokens": 0,
+                  "step_cached_tokens": 0, "write_prompt_tokens": 0, "write_cached_tokens": 0,
+                  "output_tokens": 0, "resumed_steps": 0, "generated_steps": 0,
+                  "response_words": 0}
+        self.reasons: dict[str, int] = {}
+
+    def record(self, rec: dict) -> None:
+        c, r = self.c, rec["resumed_steps"]
+        c["written"] += 1
+        c["resumed_steps"] += r
+        c["generated_steps"] += rec["paragraphs"] + 1 - r  # plan + write steps
+        c["step_prompt_tokens"] += sum(rec["step_prompt_tokens"])
+        c["step_cached_tokens"] += sum(rec["step_cached_tokens"])
+        c["write_prompt_tokens"] += sum(rec["step_prompt_tokens"][1:])
+        c["write_cached_tokens"] += sum(rec["step_cached_tokens"][1:])
+        c["output_tokens"] += sum(rec["step_output_tokens"])
+        c["response_words"] += rec["response_words"]
+
+    def reject(self, stage: str, reason: str) -> None:
+        if stage not in ("input", "dedup", "selection"):
+            self.c["failed"] += 1
+        key = f"{stage}: {reason.split(':')[0]}"
+        self.reasons[key] = self.reasons.get(key, 0) + 1
+
+
+def _engines(summaries: list[dict], wall: float) -> list[dict]:
+    """Per engine replica (node, pid): rows finished there and their output tokens."""
+    by: dict[str, dict] = {}
+    for x in summaries:
+        if x.get("engine"):
+            e = by.setdefault(x["engine"], {**json.loads(x["engine"]), "rows": 0,
+                                            "output_tokens": 0})
+            e["rows"] += 1
+            e["output_tokens"] += sum(x.get("step_output_tokens") or [])
+    return [{**e, "output_tokens_per_s": e["output_tokens"] / max(wall, 1e-9)}
+            for e in by.values()]
+
+
+def _stats_json(cfg, stats, summaries, n_in, decisions, n_todo, wall, total_rows) -> dict:
+    c = stats.c
+    return {
+        "instructions_in": n_in,
+        "selected": n_todo + sum(d == "later" for d in decisions.values()),
+        "scheduled_this_run": n_todo,
+        "planned_this_run": c["written"] + sum(v for k, v in stats.reasons.items()
+                                               if k.startswith("write_step")),
+        "written_this_run": c["written"], "failed": c["failed"],
+        "rows_in_output": total_rows, "rejects_by_reason": stats.reasons,
+        "mean_response_words": c["response_words"] / max(c["written"], 1),
+        "output_tokens": c["output_tokens"], "prompt_tokens": c["step_prompt_tokens"],
+        "prefix_hit_rate": c["step_cached_tokens"] / max(c["step_prompt_tokens"], 1),
+        "prefix_hit_rate_write_steps": c["write_cached_tokens"] / max(c["write_prompt_tokens"], 1),
+        "generated_steps": c["generated_steps"], "resumed_steps": c["resumed_steps"],
+        "wall_seconds": round(wall, 2), "output_tokens_per_s": c["output_tokens"] / max(wall, 1e-9),
+        "engines": _engines(summaries, wall),
+        "layout": cfg.agentwrite.layout, "model": cfg.engine.model,
+    }

@@ -1,0 +1,100 @@
+"""The engine stage: rows through LLM engine replicas on an autoscaling Ray Data actor pool.
+
+    ds = engine_stage(ds, engine_cfg, AgentWriteTask, {...})   # one map_batches call
+
+Each pool actor holds one engine (vLLM AsyncLLM, an OpenAI-compatible client, or a handle to a
+running EngineActor) and runs `engine.in_flight` rows at once: one row is one call of the
+task's coroutine (a whole AgentWrite instruction, one judge request, ...), and rows come out as
+they finish. The settings are the ones verified in DESIGN.md §4: 1-row blocks, `batch_size=1`,
+`max_concurrent_calls_per_actor`; a single block of many rows would run as one task and wait
+for its slowest row. Resources are declared here, on the stage; Ray Data grows the pool from
+`min_replicas` to `max_replicas` while rows queue, and the autoscaler adds nodes for it.
+
+Rows are `{"id", "status", "payload"}` with `payload` a JSON string, so the stage never infers
+an Arrow schema from a nested record. Rows whose status is not "todo" (a reject from an earlier
+stage) pass through untouched. An exception in one row becomes that row's reject; only an engine
+that died kills its actor, so Ray restarts it and reruns its rows (the task's journal bounds
+the attempts).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+
+import pyarrow as pa
+
+log = logging.getLogger(__name__)
+ROW = pa.schema([("id", pa.string()), ("status", pa.string()), ("payload", pa.string())])
+
+
+def _engine_dead(e: BaseException) -> bool:
+    """vLLM's engine core died (OOM, a crashed kernel): every later request fails too."""
+    return type(e).__name__ in ("EngineDeadError", "EngineGenerateError") or \
+        "engine core" in str(e).lower() and "dead" in str(e).lower()
+
+
+class EngineStage:
+    """Ray Data callable class: `task_cls(**task_kwargs)` is an object with `stage` (its name
+    in rejects) and `async run(engine, row) -> {"status": ..., ...}`."""
+
+    def __init__(self, engine_cfg, task_cls, task_kwargs: dict):
+        import ray
+
+        from dataset_builder.llm import make_engine
+        self.engine = make_engine(engine_cfg)
+        self.task = task_cls(**task_kwargs)
+        ctx = ray.get_runtime_context()
+        self.where = json.dumps({"node_id": ctx.get_node_id(), "pid": os.getpid()})
+        log.info("engine replica up: %s on %s", engine_cfg.attach or engine_cfg.model, self.where)
+
+    async def _one(self, row: dict) -> dict:
+        if row["status"] != "todo":
+            return row
+        item = json.loads(row["payload"])
+        try:
+            out = await self.task.run(self.engine, item)
+        except Exception as e:  # one bad row is one reject, never the job
+            if _engine_dead(e):
+                log.error("engine died (%s): exiting so Ray restarts this replica", e)
+                os._exit(1)
+            log.warning("row %s failed in %s: %s: %s", row["id"], self.task.stage,
+                        type(e).__name__, e)
+            out = {"status": "reject", "stage": self.task.stage,
+                   "reason": f"internal_error: {type(e).__name__}: {str(e)[:300]}"}
+        out["engine"] = self.where
+        return {"id": row["id"], "status": out["status"],
+                "payload": json.dumps({**item, **out}, ensure_ascii=False, default=str)}
+
+    async def __call__(self, batch):
+        out = await asyncio.gather(*(self._one(r) for r in batch.to_pylist()))
+        return pa.Table.from_pylist(out, schema=ROW)
+
+
+def engine_stage(ds, engine_cfg, task_cls, task_kwargs: dict):
+    """`ds` (rows id/status/payload) through the engine pool; one row per task so rows finish
+    independently. `engine_cfg.min_replicas..max_replicas` bound the pool."""
+    from ray.data import ActorPoolStrategy
+    lo, hi = engine_cfg.min_replicas, max(engine_cfg.min_replicas, engine_cfg.max_replicas)
+    return ds.repartition(target_num_rows_per_block=1).map_batches(
+        EngineStage, batch_size=1, batch_format="pyarrow",
+        fn_constructor_kwargs={"engine_cfg": engine_cfg, "task_cls": task_cls,
+                               "task_kwargs": task_kwargs},
+        compute=ActorPoolStrategy(min_size=lo, max_size=hi,
+                                  max_concurrent_calls_per_actor=engine_cfg.in_flight),
+        num_cpus=0 if engine_cfg.attach else engine_cfg.num_cpus,
+        num_gpus=0 if engine_cfg.attach else engine_cfg.num_gpus)
+
+
+def todo(item: dict) -> dict:
+    """A row for the engine stage."""
+    return {"id": item["id"], "status": "todo",
+            "payload": json.dumps(item, ensure_ascii=False, default=str)}
+
+
+def reject_row(item: dict, stage: str, reason: str) -> dict:
+    """A row that is rejected: it passes later stages untouched and lands in `_rejects/`."""
+    return {"id": item.get("id"), "status": "reject",
+            "payload": json.dumps({**item, "stage": stage, "reason": reason},
+                                  ensure_ascii=False, default=str)}
