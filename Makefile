@@ -42,7 +42,7 @@ test-unit: setup
 	$(PY) -m pytest -q tests/unit
 
 bench: models
-	$(PY) benchmarks/agentwrite.py
+	$(PY) -m benchmarks.agentwrite
 	$(PY) benchmarks/dedup.py
 	$(PY) benchmarks/eval.py
 	$(PY) benchmarks/engine.py

@@ -1,7 +1,7 @@
 """AgentWrite scheduling benchmark (DESIGN.md §8): one engine, one model, one instruction set.
 
-    python benchmarks/agentwrite.py                       # demo model, 64 instructions
-    python benchmarks/agentwrite.py --instructions 16 --model /path/to/model
+    python -m benchmarks.agentwrite                       # demo model, 64 instructions
+    python -m benchmarks.agentwrite --instructions 16 --model /path/to/model
 
 Plans are generated once (the real plan step, regex-constrained, 5 to 8 paragraphs of 40 to 100
 words: the paper's plans are longer still) and shared by every scheduler; every write step's
@@ -9,11 +9,15 @@ length is forced from its plan budget (min_tokens = max_tokens, ignore_eos), so 
 differ only in scheduling. Before each run the prefix cache is reset and then holds what the
 plan step leaves in a real run: each instruction's plan prompt and the plan's generated ids
 (prefilled, untimed, the same for every scheduler).
-  pipeline   whole-instruction coroutines, refilled as they finish (what the engine actor does)
-  replay     the exact prompts the pipeline sent, all at once, no dependencies (the ceiling)
+  pipeline   the generation job itself: Ray Data reads, the engine stage (whole instructions,
+             rows refilled as they finish), the Datasink; timed around the whole job
+  replay     the exact write requests the pipeline sent (rebuilt from its journal), all at
+             once, no dependencies (the ceiling)
   reference  the original AgentWrite loop: 8 workers, each walks one instruction step by step
   round      one pass per step with a barrier between steps (stage-per-step pipelines)
-  append     the pipeline again with layout=append (prefix reuse only)
+  append     the pipeline (the job) again with layout=append (prefix reuse only)
+All of them use one engine, an EngineActor in a local Ray: the job's engine stage reaches it
+with `engine.attach`, the others from the driver, so every scheduler sees the same engine.
 Prints a table; the last line is one JSON object. Also writes out/benchmarks/agentwrite.json.
 The default run takes about 34 minutes on 2 CPU cores (~44k output tokens per scheduler).
 What bounds the ratios there: prefill and long-context attention cost the same under every
@@ -27,24 +31,24 @@ import asyncio
 import dataclasses
 import json
 import os
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from dataset_builder.agentwrite import (  # noqa: E402
+from dataset_builder.agentwrite import (
     AgentWriteConfig,
     Journal,
     _plan,
+    _seed,
     plan_messages,
     run_instruction,
     step_messages,
     step_sampling,
 )
-from dataset_builder.llm import EngineConfig  # noqa: E402
-from dataset_builder.llm.base import Sampling  # noqa: E402
-from dataset_builder.text import stable_id  # noqa: E402
+from dataset_builder.llm import EngineConfig, RemoteEngine
+from dataset_builder.llm.base import Sampling
+from dataset_builder.text import stable_id
+
+ENGINE = "bench-engine"
 
 TOPICS = ["urban rivers", "solar power", "the history of tea", "deep-sea life", "public libraries",
           "bicycle commuting", "volcanoes", "bees and pollination", "early computers",
@@ -87,6 +91,13 @@ async def _warm_plans(engine, rows, plans, cfg) -> None:
     await asyncio.gather(*(one(r) for r in rows))
 
 
+class Engine(RemoteEngine):
+    """The shared EngineActor, seen from the driver."""
+
+    async def reset_prefix_cache(self) -> None:
+        await self.actor.reset_prefix_cache.remote()
+
+
 async def _timed(engine, coro_fn, warm):
     await engine.reset_prefix_cache()
     await warm()
@@ -101,11 +112,43 @@ async def _timed(engine, coro_fn, warm):
             "tok_s": out / wall, "prefix_hit_rate": cached / max(prompt, 1)}, rec
 
 
-def _seed_journal(rows, plans) -> str:
-    d = tempfile.mkdtemp(prefix="bench-journal-")
+def _seed_journal(rows, plans, d: str | None = None) -> str:
+    d = d or tempfile.mkdtemp(prefix="bench-journal-")
     for r in rows:
         Journal(d, r["id"]).save(0, plans[r["id"]])
     return d
+
+
+async def _job(engine, rows, plans, cfg, args, warm) -> tuple[dict, list]:
+    """The generation job on `rows` with their plans journaled (so it writes only), timed
+    around `run`; returns the figures and the write requests it sent, rebuilt from its journal."""
+    from dataset_builder.generation import GenerateConfig, SelectionConfig, run
+    out = tempfile.mkdtemp(prefix="bench-job-")
+    with open(f"{out}/in.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    _seed_journal(rows, plans, f"{out}/out/_journal")
+    gcfg = GenerateConfig(
+        input=f"{out}/in.jsonl", output=f"{out}/out", progress=False, agentwrite=cfg,
+        commit_every=max(1, len(rows) // 4), selection=SelectionConfig(0, llm_estimate=False),
+        engine=EngineConfig(model=args.model, attach=ENGINE, max_model_len=4096,
+                            in_flight=args.in_flight))
+    await engine.reset_prefix_cache()
+    await warm()
+    t0 = time.perf_counter()
+    stats = await asyncio.to_thread(run, gcfg)
+    wall = time.perf_counter() - t0
+    from dataset_builder import storage
+    recs = storage.read_dataset(f"{out}/out/generations").to_pylist()
+    out_tok = sum(sum(r["step_output_tokens"][1:]) for r in recs)
+    calls = []
+    for r in rows:
+        steps = [e for k, e in sorted(Journal(f"{out}/out/_journal", r["id"]).load().items()) if k]
+        for k, w in enumerate(plans[r["id"]]["plan"], start=1):
+            calls.append((step_messages(r, plans[r["id"]], steps[:k - 1], cfg),
+                          step_sampling(w["words"], cfg, _seed(cfg, r["id"], k, 0))))
+    return {"seconds": wall, "output_tokens": out_tok, "requests": stats["generated_steps"],
+            "tok_s": out_tok / wall, "prefix_hit_rate": stats["prefix_hit_rate_write_steps"],
+            "written": stats["written_this_run"]}, calls
 
 
 async def _pipeline(rows, plans, cfg, in_flight):
@@ -134,13 +177,18 @@ async def _round(rows, plans, cfg):
 
 
 async def main(args) -> dict:
-    from dataset_builder.llm.vllm_engine import VLLMEngine
+    import ray
+
+    from dataset_builder.jobs import init_ray
+    from dataset_builder.llm.actor import start_engines
     from dataset_builder.models import demo_model
 
-    ecfg = EngineConfig(model=args.model or str(demo_model()), max_model_len=4096,
-                        max_num_seqs=args.max_num_seqs, cpu_kvcache_gib=4,
-                        block_size=args.block_size)
-    engine = VLLMEngine(ecfg)
+    args.model = args.model or str(demo_model())
+    ecfg = EngineConfig(model=args.model, max_model_len=4096, max_num_seqs=args.max_num_seqs,
+                        cpu_kvcache_gib=4, block_size=args.block_size)
+    init_ray()
+    start_engines(ecfg, 1, name=ENGINE)
+    engine = Engine(ENGINE)
     cfg = AgentWriteConfig(min_paragraphs=args.min_paragraphs, max_paragraphs=args.max_paragraphs,
                            min_paragraph_words=args.min_words, max_paragraph_words=args.max_words, rescale_plan=True,
                            max_main_point_chars=100, tokens_per_word=1.0, force_lengths=True,
@@ -151,22 +199,22 @@ async def main(args) -> dict:
                                                  return_exceptions=True)):
         if not isinstance(res, Exception):
             plans[r["id"]] = res[1]
-    rows = [r for r in rows if r["id"] in plans]
+    # The job selects by length: each row asks for its plan's total (every scheduler gets the
+    # same rows, so the same prompts).
+    rows = [{**r, "required_words": sum(p["words"] for p in plans[r["id"]]["plan"])}
+            for r in rows if r["id"] in plans]
     results = {}
 
     def warm():
         return _warm_plans(engine, rows, plans, cfg)
-    results["pipeline"], rec = await _timed(engine, await _pipeline(rows, plans, cfg, args.in_flight),
-                                            warm)
-    write_calls = [(m, s) for m, s, _ in rec.calls]
+    results["pipeline"], write_calls = await _job(engine, rows, plans, cfg, args, warm)
     results["replay"], _ = await _timed(engine, lambda e: asyncio.gather(
         *(e.chat(m, s) for m, s in write_calls)), warm)
     results["reference"], _ = await _timed(engine, await _pipeline(rows, plans, cfg, 8), warm)
     results["round"], _ = await _timed(engine, await _round(rows, plans, cfg), warm)
     append = dataclasses.replace(cfg, layout="append")
-    results["append"], _ = await _timed(engine, await _pipeline(rows, plans, append, args.in_flight),
-                                        warm)
-    engine.shutdown()
+    results["append"], _ = await _job(engine, rows, plans, append, args, warm)
+    ray.shutdown()
     return _report(results, len(rows))
 
 

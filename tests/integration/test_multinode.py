@@ -38,17 +38,18 @@ def steps(journal):
     return {os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns
             for d, _, fs in os.walk(journal) for f in fs if f.startswith("step-")}
 
-def replicas():
-    from ray.util.state import list_actors
-    return [a for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000)
-            if "EngineStage" in a.class_name]
+def replicas():  # engine replicas up (from the GCS: no dashboard needed)
+    from ray._private.state import actors
+    return [a for a in actors(actor_state_name="ALIVE").values()
+            if "EngineStage" in a["ActorClassName"]]
 """
 
 NODE_LOSS = COMMON + r"""
 if __name__ == "__main__":
     from ray.cluster_utils import Cluster
     model, inp, out = sys.argv[1:4]
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 0})
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "num_gpus": 0,
+                                                          "include_dashboard": False})
     workers = [cluster.add_node(num_cpus=1, num_gpus=1) for _ in range(2)]
     ray.init(address=cluster.address, log_to_driver=False)
     c = cfg(model, inp, out, "engine.min_replicas=2", "engine.max_replicas=2")
@@ -58,6 +59,7 @@ if __name__ == "__main__":
     journal = out + "/_journal"
     while job.is_alive() and (len(replicas()) < 2 or len(steps(journal)) < 12):
         time.sleep(0.2)
+    alive = job.is_alive()
     timeline.append([round(time.time() - t0, 1), f"{len(steps(journal))} steps journaled, "
                      "removing a worker node"])
     cluster.remove_node(workers[0], allow_graceful=False)
@@ -68,7 +70,7 @@ if __name__ == "__main__":
     job.join()
     timeline.append([round(time.time() - t0, 1), "job done"])
     after = steps(journal)
-    print("RESULT " + json.dumps({"stats": result, "alive_when_killed": job.is_alive(),
+    print("RESULT " + json.dumps({"stats": result, "alive_when_killed": alive,
         "journaled_at_kill": len(before), "timeline": timeline,
         "rewritten": [p for p in before if after.get(p) != before[p]]}))
     ray.shutdown()
@@ -124,7 +126,9 @@ def test_node_lost_mid_run_every_id_once_and_no_step_regenerated(tiny_model, tmp
     r = subprocess.run([sys.executable, "-c", NODE_LOSS, tiny_model, _input(tmp_path, n),
                         str(out)], capture_output=True, text=True, timeout=900)
     res = _result(r)
-    print("node-loss timeline:", res["timeline"])
+    print("node-loss:", res["timeline"], {k: res["stats"].get(k) for k in (
+        "written_this_run", "resumed_steps", "generated_steps", "rejects_by_reason")},
+        res["journaled_at_kill"], len(res["rewritten"]))
     assert res["alive_when_killed"], "the job ended before the node was removed"
     gens = _exactly_once(out, n)
     stats = res["stats"]
