@@ -214,7 +214,7 @@ def run(cfg: GenerateConfig) -> dict:
     t0 = time.time()
     out = cfg.output.rstrip("/")
     storage.check_reachable(out, cfg.storage)
-    from dataset_builder.jobs import code_version, save_resolved_config
+    from dataset_builder.config import code_version, save_resolved_config
     ray.data.DataContext.get_current().enable_progress_bars = cfg.progress
     ds = _read(cfg)
     save_resolved_config(cfg, out, cfg.storage)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from dataset_builder import storage
+from dataset_builder.records import reject_record
 from dataset_builder.text import detect_lang, stable_id
 
 MAX_PROMPT_CHARS = 100_000  # far above any real instruction; guards against pasted dumps
@@ -40,9 +41,9 @@ def validate(obj, line: int, source: str) -> tuple[dict | None, str | None]:
     }, None
 
 
-def _reject(line: int, reason: str, raw) -> dict:
-    text = raw if isinstance(raw, str) else repr(raw)
-    return {"line": line, "reason": reason, "raw": text[:2000]}
+def _reject(line: int, reason: str, raw, file: str | None = None) -> dict:
+    return reject_record({"line": line, "stage": "input", "reason": reason, "file": file,
+                          "raw": raw if isinstance(raw, str) else repr(raw)})
 
 
 def parse_jsonl(data: bytes, source: str) -> tuple[list[dict], list[dict]]:
@@ -130,4 +131,4 @@ def parse_file(row: dict, storage_cfg=None) -> list[dict]:
     uri = row["file"]
     rows, rejects = read_instructions(uri, storage_cfg)
     out = [todo({**r, "file": uri}) for r in assign_required(rows)]
-    return out + [reject_row({**r, "id": None, "file": uri}, "input", r["reason"]) for r in rejects]
+    return out + [reject_row({**r, "file": uri}, "input", r["reason"]) for r in rejects]

@@ -10,19 +10,17 @@ import argparse
 import sys
 from typing import Callable
 
-import yaml
-
 from dataset_builder import storage
-from dataset_builder.config import ConfigError, describe, load_config, to_dict
+from dataset_builder.config import (  # noqa: F401  (jobs import them from here too)
+    ConfigError,
+    code_version,
+    describe,
+    load_config,
+    save_resolved_config,
+)
 from dataset_builder.llm.base import EngineError
 
 EXPECTED = (ConfigError, storage.StorageError, EngineError, FileNotFoundError)
-
-
-def save_resolved_config(cfg, out_uri: str, storage_cfg=None, name: str = "_config.yaml") -> None:
-    """The resolved config is saved next to the outputs it produced."""
-    data = yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True).encode()
-    storage.write_bytes_atomic(storage.join(out_uri, name), data, storage_cfg)
 
 
 def cli(cls, main: Callable, argv: list[str] | None = None, description: str = "",
@@ -91,21 +89,3 @@ def _route_ray_data_logs() -> None:
     if "ray.data" in sys.modules:
         from ray.data._internal.logging import configure_logging
         configure_logging()
-
-
-def code_version(*package_dirs: str) -> str:
-    """Package version + hash of the given source folders (paths relative to the repo root).
-
-    A content hash, not a git revision: `ray job submit --working-dir` ships no .git, and a
-    stage's outputs should be invalidated by a change of its own code only.
-    """
-    import hashlib
-    from pathlib import Path
-
-    import dataset_builder
-    root = Path(dataset_builder.__file__).resolve().parent.parent
-    h = hashlib.sha256()
-    for d in package_dirs or ("dataset_builder",):
-        for path in sorted((root / d).rglob("*.py")):
-            h.update(str(path.relative_to(root)).encode() + path.read_bytes())
-    return f"{dataset_builder.__version__}+{h.hexdigest()[:12]}"

@@ -17,7 +17,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 
-from dataset_builder import jobs, storage
+from dataset_builder import config, records, storage
 from dataset_builder.config import ConfigError, config_hash
 from dataset_builder.llm.base import EngineError, Sampling
 from dataset_builder.text import count_words, detect_lang, stable_id
@@ -35,7 +35,8 @@ PUBLISHED = {"temperature": 0.5, "judge_model": "gpt-4o-2024-05-13", "judge_temp
 # --------------------------------------------------------------------------- benchmark data
 
 def _reject(line: int, reason: str, raw: str) -> dict:
-    return {"line": line, "reason": reason, "raw": raw[:2000]}
+    return records.reject_record({"line": line, "stage": "benchmark", "reason": reason,
+                                  "raw": raw})
 
 
 def parse_benchmark(data: bytes, en_prompts: set[str] | None = None
@@ -214,7 +215,7 @@ async def generate_one(chat: J.ChatFn, item: dict, cfg: EvalConfig, gen_hash: st
 
 def code_version() -> str:
     """Hash of the evaluation and shared code (works without .git, e.g. under job submit)."""
-    return jobs.code_version("eval", "dataset_builder")
+    return config.code_version("eval", "dataset_builder")
 
 
 # --------------------------------------------------------------------------- the run
@@ -472,7 +473,7 @@ def run_eval(cfg: EvalConfig, engines: list | None = None, judges: list | None =
     Returns results.json's content."""
     import ray
 
-    from dataset_builder.jobs import save_resolved_config
+    from dataset_builder.config import save_resolved_config
     from eval.report import write_report
 
     check_config(cfg, engines is not None, judges is not None)

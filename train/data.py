@@ -20,6 +20,7 @@ from array import array
 import pyarrow as pa
 
 from dataset_builder import storage
+from dataset_builder.records import reject_record
 from dataset_builder.text import stable_id
 
 STAGE = "sft_data"
@@ -28,8 +29,8 @@ ROLES = ("system", "user", "assistant")
 
 def _reject(file: str, line: int, reason: str, row, id_=None) -> dict:
     raw = row if isinstance(row, str) else json.dumps(row, ensure_ascii=False, default=str)
-    return {"id": id_, "line": line, "stage": STAGE, "reason": reason, "raw": raw[:2000],
-            "file": file}
+    return reject_record({"id": id_, "line": line, "stage": STAGE, "reason": reason, "raw": raw,
+                          "file": file})
 
 
 def _files(uri: str, cfg) -> list[str]:

@@ -222,7 +222,7 @@ def export(cfg: DPOTrainConfig, model_dir: str, history: list[dict], resumed: st
 
 def run_dpo(cfg: DPOTrainConfig) -> dict:
     """Train (or resume) and export; returns the model manifest. A finished output is kept."""
-    from dataset_builder.jobs import code_version
+    from dataset_builder.config import code_version
     from dataset_builder.models import check_model
     cfg = absolute(cfg, ("output", "data", "model"))
     out = cfg.output.rstrip("/")

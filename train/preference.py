@@ -59,15 +59,12 @@ def _instructions(cfg: PairsConfig) -> tuple[list[dict], list[dict]]:
     from dataset_builder.instructions import read_instructions
     from eval.contamination import BenchmarkIndex
     rows, rejects = read_instructions(cfg.data, cfg.storage)
-    for r in rejects:
-        r.update(stage="input", id=None)
     bench, kept = BenchmarkIndex.load(), []
     for r in selection.assign_required(rows):
         why = bench.check(r["prompt"]) or (None if r["required_words"] else
                                            "required_words_unknown: no length given or stated")
         if why:
-            rejects.append({"id": r["id"], "line": r["line"], "stage": "input", "reason": why,
-                            "raw": r["prompt"][:2000]})
+            rejects.append(records.reject_record({**r, "stage": "input", "reason": why}))
         else:
             kept.append(r)
     for r in rejects:

@@ -143,7 +143,7 @@ def absolute(cfg, names=("output", "data", "chat_data", "model")):
 
 def run_sft(cfg: SFTConfig) -> dict:
     """Train (or resume) and export; returns the model manifest."""
-    from dataset_builder.jobs import code_version
+    from dataset_builder.config import code_version
     cfg = absolute(cfg)
     out = cfg.output.rstrip("/")
     storage.check_reachable(out, cfg.storage)

@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dataset_builder import jobs, storage
+from dataset_builder import config, storage
 from dataset_builder.config import ConfigError, config_hash, field, to_dict
 from dataset_builder.curate import report, shards
 from dataset_builder.curate.dedup import (
@@ -347,7 +347,7 @@ def decide_duplicates(keys: pa.Table | None, cfg: DedupConfig
 
 def code_version() -> str:
     """This stage's source hash: a change of curation code invalidates old outputs."""
-    return jobs.code_version("dataset_builder/curate")
+    return config.code_version("dataset_builder/curate")
 
 
 def input_fingerprint(manifest: dict) -> str:
@@ -421,7 +421,7 @@ def run_curation(cfg: CurateConfig) -> dict:
     stats["wall_seconds"] = round(time.time() - t0, 2)
     report.write_report(cfg.output, stats, frame, st)
     storage.write_json(stats_uri, stats, st)
-    from dataset_builder.jobs import save_resolved_config
+    from dataset_builder.config import save_resolved_config
     save_resolved_config(cfg, cfg.output, st)
     writer.commit(stats_file=shards.STATS)   # the commit point: shards become visible here
     shards.remove_orphans(cfg.output, st)

@@ -10,6 +10,7 @@ joins one Ray cluster and the test session already holds one):
 """
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -166,6 +167,7 @@ def test_autoscaler_adds_gpu_nodes_and_the_pool_grows(tiny_model, tmp_path):
     conf = tmp_path / "autoscaler.yaml"
     conf.write_text(AUTOSCALER_YAML.format(port=port))
     env = {**os.environ, "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
+           "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32),
            "RAY_agent_register_timeout_ms": "180000", "PATH": f"{BIN}:{os.environ['PATH']}"}
     start = subprocess.run([f"{BIN}/ray", "start", "--head", f"--port={port}", "--num-cpus=2",
                             "--num-gpus=0", f"--temp-dir={tmp}", "--node-ip-address=127.0.0.1",

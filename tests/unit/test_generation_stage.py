@@ -1,0 +1,104 @@
+"""The generation job's per-row logic without Ray: the driver's decisions (earlier results,
+duplicates, length rules, limit) and the engine-stage task (LLM estimate, attempts bounded by
+the journal, one failing row = one reject), driven by a scripted engine; and EngineStage's
+row handling with the engine swapped for a fake."""
+import asyncio
+import json
+
+from dataset_builder.config import load_config
+from dataset_builder.generation import AgentWriteTask, GenerateConfig, _decide
+from dataset_builder.llm import Completion
+from dataset_builder.llm.stage import EngineStage, todo
+from tests.unit.test_agentwrite_faults import PLAN
+
+
+def _cfg(tmp_path, *extra):
+    return load_config(GenerateConfig, None, [
+        "input=x", f"output={tmp_path}", "engine.backend=openai", "engine.model=m",
+        "selection.min_required_words=500", "agentwrite.min_paragraph_words=100",
+        "agentwrite.max_paragraph_words=1000", *extra])
+
+
+def _row(line, rid, words=None, lang="en", status="todo"):
+    return {"file": "f.jsonl", "line": line, "id": rid, "lang": lang, "status": status,
+            "required_words": words, "required_words_source": "rule" if words else None}
+
+
+def test_decide_skips_earlier_results_dedups_applies_rules_then_limit(tmp_path):
+    rows = [_row(1, "a", 3000), _row(2, "b", 3000), _row(3, "a", 3000), _row(4, "c", 100),
+            _row(5, "d"), _row(6, "e", 3000, lang="zh"), _row(7, "f", 900),
+            _row(8, None, status="reject"), _row(9, None, status="reject")]
+    d = _decide(rows, done={"b"}, recorded={("input", None, 9, "f.jsonl")},
+                cfg=_cfg(tmp_path, "limit=3", "selection.languages=[en]"))
+    at = {line: d[("f.jsonl", line)] for line in range(1, 10)}
+    assert at[1] == "todo" and at[2] == "skip" and at[3] == ("dedup", "duplicate_prompt")
+    assert at[4][0] == "selection" and at[4][1].startswith("below_min_required_words")
+    assert at[5] == "todo"  # no stated length: estimated in the engine stage
+    assert at[6][1].startswith("language_not_generated")
+    assert at[7] == "todo" and at[8] == "keep" and at[9] == "skip"  # 9: recorded before
+    d = _decide(rows, set(), set(), _cfg(tmp_path, "limit=1"))
+    assert d[("f.jsonl", 1)] == "todo" and d[("f.jsonl", 5)] == "later"
+
+
+class Scripted:
+    def __init__(self, answers):
+        self.answers = list(answers)
+
+    async def chat(self, messages, sampling):
+        a = self.answers.pop(0)
+        if isinstance(a, Exception):
+            raise a
+        return Completion(a, "stop", 10, 5, 0)
+
+
+def _inst(words=None):
+    return {"id": "i1", "prompt": "Write an essay on rivers.", "lang": "en", "source": "t",
+            "required_words": words, "line": 3, "file": "f.jsonl"}
+
+
+def test_task_estimates_then_writes_and_rejects_a_low_estimate(tmp_path):
+    task = AgentWriteTask(_cfg(tmp_path), str(tmp_path / "j"), "run1")
+    res = asyncio.run(task.run(Scripted(["600", PLAN, "one.", "two."]), _inst()))
+    assert res["status"] == "ok" and res["record"]["required_words_source"] == "llm"
+    assert res["record"]["required_words"] == 600 and res["attempt"] == 1
+    low = asyncio.run(task.run(Scripted(["120"]), {**_inst(), "id": "i2"}))
+    assert low["stage"] == "selection" and low["reason"].startswith("below_min_required_words")
+
+
+def test_a_row_whose_replica_keeps_dying_ends_as_a_reject(tmp_path):
+    task = AgentWriteTask(_cfg(tmp_path, "max_attempts=2"), str(tmp_path / "j"), "run1")
+
+    class Dies:
+        async def chat(self, messages, sampling):
+            raise SystemExit  # the process is gone mid-row: no reject, Ray reruns the row
+    for _ in range(2):
+        try:
+            asyncio.run(task.run(Dies(), _inst(600)))
+        except SystemExit:
+            pass
+    res = asyncio.run(task.run(Scripted([]), _inst(600)))
+    assert res == {"status": "reject", "stage": "engine", "reason": "engine_lost_2_times"}
+    # A new run starts counting again.
+    again = AgentWriteTask(_cfg(tmp_path, "max_attempts=2"), str(tmp_path / "j"), "run2")
+    assert asyncio.run(again.run(Scripted([PLAN, "a", "b"]), _inst(600)))["status"] == "ok"
+
+
+def test_engine_stage_turns_an_exception_into_that_rows_reject(tmp_path):
+    import pyarrow as pa
+
+    class Boom:
+        stage = "agentwrite"
+
+        async def run(self, engine, item):
+            if item["id"] == "bad":
+                raise ValueError("unexpected input")
+            return {"status": "ok", "record": {"id": item["id"]}}
+    stage = EngineStage.__new__(EngineStage)  # no engine, no Ray: the row handling only
+    stage.engine, stage.task, stage.where = None, Boom(), "{}"
+    rows = [todo({"id": "good"}), todo({"id": "bad"}),
+            {"id": None, "status": "reject", "payload": json.dumps({"stage": "input"})}]
+    out = asyncio.run(stage(pa.Table.from_pylist(rows))).to_pylist()
+    assert [r["status"] for r in out] == ["ok", "reject", "reject"]
+    bad = json.loads(out[1]["payload"])
+    assert bad["stage"] == "agentwrite" and bad["reason"].startswith("internal_error: ValueError")
+    assert out[2] == rows[2]  # an earlier reject passes untouched
