@@ -27,7 +27,7 @@ from dataset_builder import prompts, records, selection, storage
 from dataset_builder.agentwrite import AgentWriteConfig, Journal, run_instruction
 from dataset_builder.config import config_hash, field, to_dict
 from dataset_builder.llm.base import EngineConfig, EngineError, Sampling
-from dataset_builder.llm.stage import engine_stage
+from dataset_builder.llm.stage import engine_stage, engines_up
 from dataset_builder.sink import ManifestSink, Output, merge_commits
 
 log = logging.getLogger(__name__)
@@ -210,6 +210,11 @@ def _earlier(out: str, cfg: GenerateConfig) -> tuple[set, set]:
 
 def run(cfg: GenerateConfig) -> dict:
     """Run the job on the connected Ray cluster; returns what `_stats.json` holds."""
+    with engines_up(cfg.engine):
+        return _run(cfg)
+
+
+def _run(cfg: GenerateConfig) -> dict:
     import ray
     t0 = time.time()
     out = cfg.output.rstrip("/")

@@ -75,6 +75,9 @@ class EngineConfig:
         "toward it while rows queue and the autoscaler adds the nodes (cluster.yaml bounds).")
     in_flight: int = field(64, help="Engine stage: rows in flight per replica (whole "
         "AgentWrite instructions, judge requests); keep >= max_num_seqs so the batch stays full.")
+    start_timeout_s: int = field(1800, help="Engine stage: how long the job waits for its "
+        "first min_replicas to be up (an autoscaler starting GPU nodes, model downloads) "
+        "before it fails with one line naming the resources it asked for.")
     attach: str = field("", help="Engine stage: name of a running EngineActor to send requests "
         "to instead of starting an engine per replica (a shared long-lived engine; tests).")
     seed: int = field(0, help="Engine seed (vllm) / default request seed.")

@@ -19,6 +19,7 @@ the attempts).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -85,6 +86,36 @@ def engine_stage(ds, engine_cfg, task_cls, task_kwargs: dict):
                                   max_concurrent_calls_per_actor=engine_cfg.in_flight),
         num_cpus=0 if engine_cfg.attach else engine_cfg.num_cpus,
         num_gpus=0 if engine_cfg.attach else engine_cfg.num_gpus)
+
+
+@contextlib.contextmanager
+def engines_up(engine_cfg):
+    """Around the whole dataset with an engine stage, from before it is created (a dataset
+    keeps the DataContext it was created under): Ray Data waits for the pool's first
+    `min_replicas` (by default forever, silently), then a cluster with no room for one engine,
+    or an engine that cannot load its model, ends the job with one line."""
+    import ray
+    from ray.data import DataContext
+
+    from dataset_builder.llm.base import EngineError
+    ctx = DataContext.get_current()
+    old, ctx.wait_for_min_actors_s = ctx.wait_for_min_actors_s, engine_cfg.start_timeout_s
+    need = {"CPU": engine_cfg.num_cpus, "GPU": engine_cfg.num_gpus}
+    log.info("engine stage: %d..%d replicas of %s, each %s", engine_cfg.min_replicas,
+             engine_cfg.max_replicas, engine_cfg.attach or engine_cfg.model, need)
+    try:
+        yield
+    except ray.exceptions.GetTimeoutError:
+        raise EngineError(
+            f"no engine replica was up after {engine_cfg.start_timeout_s}s: each needs {need}, "
+            f"the cluster has {ray.cluster_resources()} (free: {ray.available_resources()}); "
+            "an autoscaling cluster needs a node type that fits (cluster.yaml)") from None
+    except ray.exceptions.RayActorError as e:
+        cause = str(e).splitlines()
+        why = next((x for x in cause if "EngineError" in x), cause[0] if cause else repr(e))
+        raise EngineError(f"an engine replica could not start: {why.strip()[:500]}") from None
+    finally:
+        ctx.wait_for_min_actors_s = old
 
 
 def todo(item: dict) -> dict:

@@ -127,3 +127,22 @@ def test_unreachable_store_and_missing_input_fail_fast(tiny_model, tmp_path):
     cfg = _cfg(tiny_model, "s3://b/in.jsonl", "s3://b/out", "storage.endpoint_url=http://127.0.0.1:9")
     with pytest.raises(storage.StorageError, match="cannot reach storage"):
         run(cfg)
+
+
+def test_no_room_for_an_engine_or_a_broken_model_fails_in_one_line(ray_local, tiny_model,
+                                                                    tmp_path):
+    from dataset_builder.llm import EngineError
+    inp = _input(tmp_path / "in.jsonl")
+    cfg = _cfg(tiny_model, inp, tmp_path / "o", "engine.attach=", "engine.num_gpus=1",
+               "engine.start_timeout_s=10")  # the session's Ray has no GPU
+    with pytest.raises(EngineError, match=r"no engine replica was up after 10s: each needs "
+                                          r"\{'CPU': 1.0, 'GPU': 1.0\}") as err:
+        run(cfg)
+    assert "\n" not in str(err.value)
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "no_such_architecture"}')
+    cfg = _cfg(str(broken), inp, tmp_path / "o2", "engine.attach=", "engine.start_timeout_s=300")
+    with pytest.raises(EngineError, match="an engine replica could not start") as err:
+        run(cfg)
+    assert "\n" not in str(err.value)

@@ -149,6 +149,16 @@ provider:
   disable_launch_config_check: true
   disable_node_updaters: true
 head_node_type: ray.head.default
+# `ray up` fills these in; `ray start --autoscaling-config` needs them written out.
+auth: {{}}
+file_mounts: {{}}
+cluster_synced_files: []
+initialization_commands: []
+setup_commands: []
+head_setup_commands: []
+worker_setup_commands: []
+head_start_ray_commands: []
+worker_start_ray_commands: []
 available_node_types:
   ray.head.default:
     resources: {{CPU: 2, GPU: 0}}
