@@ -187,7 +187,7 @@ async def main(args) -> dict:
     ecfg = EngineConfig(model=args.model, max_model_len=4096, max_num_seqs=args.max_num_seqs,
                         cpu_kvcache_gib=4, block_size=args.block_size)
     init_ray()
-    start_engines(ecfg, 1, name=ENGINE)
+    actors = start_engines(ecfg, 1, name=ENGINE)  # noqa: F841 (the handle keeps it alive)
     engine = Engine(ENGINE)
     cfg = AgentWriteConfig(min_paragraphs=args.min_paragraphs, max_paragraphs=args.max_paragraphs,
                            min_paragraph_words=args.min_words, max_paragraph_words=args.max_words, rescale_plan=True,

@@ -187,7 +187,7 @@ def test_autoscaler_adds_gpu_nodes_and_the_pool_grows(tiny_model, tmp_path):
                            timeout=180)
     try:
         assert start.returncode == 0, start.stderr[-3000:]
-        n, out = 24, tmp_path / "out"
+        n, out = 48, tmp_path / "out"  # enough work that one replica is still busy when a second is up
         r = subprocess.run([sys.executable, "-c", AUTOSCALE, tiny_model, _input(tmp_path, n),
                             str(out)], capture_output=True, text=True, timeout=900,
                            env={**env, "RAY_ADDRESS": f"127.0.0.1:{port}"})
