@@ -234,10 +234,11 @@ def _run(cfg: GenerateConfig) -> dict:
         | {"status": r["status"]}).take_all()
     decisions = _decide(rows, done, recorded, cfg)
     n_todo = sum(d == "todo" for d in decisions.values())
+    run_id = uuid.uuid4().hex[:12]  # names this run's parts and scopes its attempt counts
     ds = ds.map_batches(_apply, batch_format="pyarrow", fn_kwargs={"decisions": decisions})
     if n_todo:  # no engine starts when nothing is left to generate
         task = {"cfg": cfg, "journal_uri": storage.join(out, "_journal"),
-                "run_id": uuid.uuid4().hex[:12]}
+                "run_id": run_id}
         from ray.data.expressions import col
         ds = engine_stage(ds.filter(expr=col("status") == "todo"), cfg.engine, AgentWriteTask,
                           task).union(ds.filter(expr=col("status") != "todo"))
@@ -246,7 +247,7 @@ def _run(cfg: GenerateConfig) -> dict:
         {"ok": Output(gen_uri, records.GENERATION,
                       lambda i: {**i["record"], "model": model, "config_hash": chash}),
          "reject": Output(rej_uri, records.REJECT, records.reject_record, unique_ids=False)},
-        cfg.storage, uuid.uuid4().hex[:8], cfg.commit_every, _summary, extra)
+        cfg.storage, run_id, cfg.commit_every, _summary, extra)
     ds.write_datasink(sink)
     stats = Stats()
     for s in sink.summaries:
