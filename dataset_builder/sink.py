@@ -91,9 +91,10 @@ def merge_commits(uri: str, cfg=None, unique_ids: bool = True, extra: dict | Non
     fs, path = storage.get_fs(storage.join(uri, COMMITS), cfg)
     markers = sorted(p for p in (fs.ls(path, detail=False) if fs.exists(path) else [])
                      if p.endswith(".json"))
-    manifest = storage.load_manifest(uri, cfg) or {"files": [], "rows": 0}
+    listed_before = storage.load_manifest(uri, cfg)
+    manifest = listed_before or {"files": [], "rows": 0}
     manifest.update(extra or {})
-    if not markers and storage.load_manifest(uri, cfg):
+    if not markers and listed_before:
         return manifest
     listed = {f["path"] for f in manifest["files"]}
     seen = _listed_ids(uri, manifest, cfg) if unique_ids else set()
