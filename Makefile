@@ -29,6 +29,8 @@ models: setup
 demo: models
 	$(PY) -m ray_jobs.generate --config ray_jobs/configs/demo.yaml \
 		--set engine.model=$$($(MODELS) demo) --set output=./data/demo
+	$(PY) -m ray_jobs.curate --config ray_jobs/configs/curate_demo.yaml \
+		--set input=./data/demo/generations --set output=./data/demo/longwriter
 
 # The paper in miniature (~2 h on 2 cores; resumable: rerun to continue) -> ./data/mini/report.md
 mini: models

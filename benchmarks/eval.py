@@ -11,9 +11,10 @@ score the answers:
 - reference: the published eval_quality.py approach, a pool of 8 workers, each making one
   blocking HTTP call at a time, parsing and aggregating as published (per-dimension means,
   then (m - 1) * 25);
-- ours: eval.judge.judge_one per (response, replicate), one Ray actor call each, all
-  submitted at once through the engine actor's async OpenAI client (bounded by
-  judge.max_concurrency), parsed and scored with eval.judge / eval.scoring.
+- ours: the evaluation's judge stage (eval.stages.JudgeTask rows through the engine stage,
+  one replica holding an async OpenAI client, `--concurrency` rows in flight, bounded by
+  judge.max_concurrency), parsed and scored with eval.judge / eval.scoring; its time
+  includes the stage's start.
 
 The prefix cache of the server is reset before each side. The table compares time, coverage
 and S_q. `identical_scores` checks the scoring, as the target asks (same judge outputs, same
@@ -32,7 +33,6 @@ this machine, concurrency pays far more.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import random
@@ -74,8 +74,8 @@ def reset_prefix_cache(base: str) -> None:
 
 def make_items(n: int, words: int, seed: int) -> list[dict]:
     """N (instruction, response) pairs: LongBench-Write prompts, deterministic responses."""
+    from eval.benchmark import load_benchmark
     from eval.config import DEFAULT_DATA_DIR, resolve_data_dir
-    from eval.longbench import load_benchmark
     prompts, _, _ = load_benchmark(resolve_data_dir(DEFAULT_DATA_DIR), "all")
     rng = random.Random(seed)
     items = []
@@ -165,32 +165,31 @@ def published_aggregate(all_scores: list[dict]) -> float:
 
 # ----------------------------------------------------------------------------- ours
 
-def run_ours(items: list[dict], cfg: EngineConfig, args, tokenizer) -> tuple[list, float]:
+def run_ours(items: list[dict], cfg: EngineConfig, args, tokenizer_name: str
+             ) -> tuple[list, float]:
+    """The evaluation's judge stage as a job runs it: one row per response through the engine
+    stage (one replica: an OpenAI client to the server, `--concurrency` rows in flight). The
+    time includes the stage's start (its actor and the judge tokenizer)."""
+    import dataclasses
+
     import ray
 
-    from dataset_builder.llm.actor import start_engines
-    from eval.longbench import actor_chat, run_bounded
-
-    [actor] = start_engines(cfg, 1)
-    chat_for = actor_chat([actor])
-    asyncio.run(run_bounded([lambda: chat_for(0)([{"role": "user", "content": "hi"}],
-                                                  Sampling(temperature=0, max_tokens=1))], 1,
-                            progress=False))
-
-    def job(i, it):
-        return lambda: J.judge_one(chat_for(i), instruction=it["instruction"],
-                                   response=it["response"], judge_model="judge", replicate=0,
-                                   seed=args.seed, temperature=0.0, max_tokens=args.max_tokens,
-                                   max_model_len=args.max_model_len, max_attempts=args.attempts,
-                                   schema=J.judge_schema(args.analysis_max_chars),
-                                   tokenizer=tokenizer, cache=None, item_id=it["id"])
-
-    jobs = [job(i, it) for i, it in enumerate(items)]
+    from dataset_builder.llm.stage import engine_stage, engines_up, todo
+    from eval.config import EvalConfig
+    from eval.stages import JudgeTask
+    ecfg = EvalConfig(judge=dataclasses.replace(cfg, in_flight=args.concurrency),
+                      judge_temperature=0.0, judge_max_tokens=args.max_tokens,
+                      judge_max_attempts=args.attempts, judge_constraint="json_schema",
+                      judge_analysis_max_chars=args.analysis_max_chars,
+                      judge_tokenizer=tokenizer_name, seed=args.seed, progress=False)
+    rows = [{**todo({"id": it["id"], "kind": "lbw", "prompt": it["instruction"],
+                     "response": it["response"]}), "status": "ok"} for it in items]
     t0 = time.monotonic()
-    recs = asyncio.run(run_bounded(jobs, len(jobs), progress=False))
-    elapsed = time.monotonic() - t0
-    ray.kill(actor)
-    return recs, elapsed
+    with engines_up(ecfg.judge):
+        ds = engine_stage(ray.data.from_items(rows), ecfg.judge, JudgeTask,
+                          {"cfg": ecfg, "cache_uri": "", "rpm": 0.0})
+        out = {r["id"]: json.loads(r["payload"])["judgements"][0] for r in ds.take_all()}
+    return [out[it["id"]] for it in items], time.monotonic() - t0
 
 
 # ----------------------------------------------------------------------------- main
@@ -257,7 +256,7 @@ def main(argv=None) -> dict:
         reset_prefix_cache(base)
         ref, ref_s = run_reference(requests, f"{base}/v1/chat/completions", args.workers)
         reset_prefix_cache(base)
-        ours, ours_s = run_ours(items, cfg, args, tokenizer)
+        ours, ours_s = run_ours(items, cfg, args, model)
         ceiling = decode_ceiling(f"{base}/v1/chat/completions", len(items), args.workers) \
             if args.ceiling else {}
     finally:
@@ -291,7 +290,7 @@ def main(argv=None) -> dict:
     same_outputs = len(same)
     n = len(items)
     rows = [("reference: 8 blocking workers", ref_s, len(ref_ok), ref_sq),
-            (f"ours: Ray actor, {args.concurrency} in flight", ours_s, len(ours_ok), ours_sq)]
+            (f"ours: judge stage, {args.concurrency} in flight", ours_s, len(ours_ok), ours_sq)]
     print(f"judging {n} responses (~{args.response_words} words each) with {model} "
           f"via vllm serve, temperature 0, JSON-schema constraint")
     print(f"{'scheduler':<38}{'seconds':>9}{'resp/s':>9}{'judged':>9}{'S_q':>9}")

@@ -161,31 +161,22 @@ class Journal:
     """Finished steps of one instruction at `<journal_uri>/<id>/step-NNN.json` (000 = plan)."""
 
     def __init__(self, journal_uri: str, iid: str, storage_cfg=None):
-        self.dir, self.cfg = storage.join(journal_uri, iid), storage_cfg
+        self.store = storage.JsonStore(storage.join(journal_uri, iid), storage_cfg)
 
     def load(self) -> dict[int, dict]:
-        fs, path = storage.get_fs(self.dir, self.cfg)
-        if not fs.exists(path):
-            return {}
-        steps = {}
-        for p in fs.ls(path, detail=False):
-            name = p.rsplit("/", 1)[-1]
-            if name.startswith("step-") and name.endswith(".json"):
-                with fs.open(p, "rb") as f:
-                    steps[int(name[5:8])] = json.loads(f.read())
-        return steps
+        docs, _ = self.store.items()  # a damaged step is generated again
+        return {int(k[5:8]): v for k, v in docs.items() if k.startswith("step-")}
 
     def save(self, step: int, entry: dict) -> None:
-        storage.write_json(storage.join(self.dir, f"step-{step:03d}.json"), entry, self.cfg)
+        self.store.put(f"step-{step:03d}", entry)
 
     def start_attempt(self, run_id: str) -> int:
         """Count one more attempt of this instruction in run `run_id` (1 = the first). Ray
         reruns a row lost with its actor without limit, so the count lives here, with the
         steps; a new run starts again at 1."""
-        uri = storage.join(self.dir, "attempts.json")
-        old = storage.read_json(uri, self.cfg) if storage.exists(uri, self.cfg) else {}
+        old = self.store.get("attempts") or {}
         n = old.get("n", 0) + 1 if old.get("run") == run_id else 1
-        storage.write_json(uri, {"run": run_id, "n": n}, self.cfg)
+        self.store.put("attempts", {"run": run_id, "n": n})
         return n
 
 

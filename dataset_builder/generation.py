@@ -60,12 +60,6 @@ class GenerateConfig:
     commit_every: int = field(16, help="Rows per output part (Datasink min_rows_per_write).")
     retry_rejects: bool = field(False, help="Retry instructions rejected by an earlier run.")
     progress: bool = field(True, help="Show Ray Data's progress bars.")
-    curate: bool = field(False, help="Run curation on the generations afterwards "
-        "(into <output>/longwriter).")
-    curate_config: str = field("ray_jobs/configs/curate.yaml", help="Curation config file "
-        "used when curate is true (input/output/storage are set from this job).")
-    curate_set: list[str] = field(default_factory=list, help="Overrides for the curation "
-        "config, as with --set (e.g. filters.min_response_words=500).")
     engine: EngineConfig = field(default_factory=EngineConfig, help="The LLM engine.")
     agentwrite: AgentWriteConfig = field(default_factory=AgentWriteConfig, help="AgentWrite.")
     selection: SelectionConfig = field(default_factory=SelectionConfig, help="Selection.")

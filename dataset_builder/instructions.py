@@ -84,18 +84,6 @@ def read_instructions(uri: str, cfg: storage.StorageConfig | None = None
     return parse_jsonl(storage.read_bytes(uri, cfg), source)
 
 
-def drop_exact_duplicates(rows: list[dict]) -> tuple[list[dict], list[dict]]:
-    """Keep the first row of each id (ids hash the normalized prompt); the rest are rejects."""
-    seen, kept, rejects = set(), [], []
-    for r in rows:
-        if r["id"] in seen:
-            rejects.append(_reject(r["line"], "duplicate_prompt", r["prompt"]))
-        else:
-            seen.add(r["id"])
-            kept.append(r)
-    return kept, rejects
-
-
 INPUT_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 

@@ -36,6 +36,8 @@ def cli(cls, main: Callable, argv: list[str] | None = None, description: str = "
     if args.help_config:
         print("\n".join(describe(cls)))
         return 0
+    from dataset_builder import library_logging
+    library_logging()
     try:
         cfg = load_config(cls, args.config, args.set)
         main(cfg)

@@ -133,6 +133,48 @@ def read_json(uri: str, cfg: StorageConfig | None = None):
     return json.loads(read_bytes(uri, cfg))
 
 
+class JsonStore:
+    """One JSON document per key under `uri`: the AgentWrite step journal, evaluation's stored
+    generations and the judge cache. Writes are atomic (a reader never sees half a document); a
+    missing or damaged document reads as None and is redone, never trusted. `fanout` spreads
+    keys over 256 subdirectories (`ab/abcd....json`) for stores of many thousand keys."""
+
+    def __init__(self, uri: str, cfg: StorageConfig | None = None, fanout: bool = False):
+        self.uri, self.cfg, self.fanout = uri.rstrip("/"), cfg, fanout
+
+    def _path(self, key: str) -> str:
+        return join(self.uri, key[:2], f"{key}.json") if self.fanout \
+            else join(self.uri, f"{key}.json")
+
+    def get(self, key: str) -> dict | None:
+        try:
+            return read_json(self._path(key), self.cfg)
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            return None
+
+    def put(self, key: str, doc: dict) -> None:
+        write_json(self._path(key), doc, self.cfg)
+
+    def items(self) -> tuple[dict[str, dict], int]:
+        """({key: document}, number of damaged documents) for the whole store."""
+        fs, path = get_fs(self.uri, self.cfg)
+        try:
+            files = fs.find(path)
+        except FileNotFoundError:
+            return {}, 0
+        docs, damaged = {}, 0
+        for f in files:
+            name = f.rsplit("/", 1)[-1]
+            if not name.endswith(".json") or name.startswith("_tmp-"):
+                continue
+            try:
+                with fs.open(f, "rb") as fh:
+                    docs[name[:-5]] = json.loads(fh.read())
+            except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+                damaged += 1
+        return docs, damaged
+
+
 def write_jsonl(uri: str, rows: list[dict], cfg: StorageConfig | None = None) -> None:
     data = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows)
     write_bytes_atomic(uri, data.encode("utf-8"), cfg)

@@ -130,11 +130,16 @@ def write_pipeline_report(out: str, state: dict, cfg=None) -> dict:
             lengths[side] = [s["output_length"] for s in loaded[1]
                              if s.get("output_length") is not None]
             if stage in stages:  # generation throughput over the stage's wall time
-                ruler = storage.join(out, stage, "ruler.jsonl")
-                recs = loaded[1] + (storage.read_jsonl(ruler, cfg)
-                                    if storage.exists(ruler, cfg) else [])
-                tokens = sum(r.get("output_tokens") or 0 for r in recs)
-                stages[stage]["summary"] = {**stages[stage].get("summary", {}),
+                summ = stages[stage].get("summary", {})
+                # this run's generations only (a resumed run reuses stored ones); older
+                # summaries lack the count: every stored sample then
+                tokens = summ.get("output_tokens_generated")
+                if tokens is None:
+                    ruler = storage.join(out, stage, "ruler.jsonl")
+                    recs = loaded[1] + (storage.read_jsonl(ruler, cfg)
+                                        if storage.exists(ruler, cfg) else [])
+                    tokens = sum(r.get("output_tokens") or 0 for r in recs)
+                stages[stage]["summary"] = {**summ,
                                             "output_tokens": tokens, "output_tokens_per_s":
                                             round(tokens / max(stages[stage]["wall_s"], 1e-9), 1)}
     dropped = {}

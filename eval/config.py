@@ -32,13 +32,13 @@ def _published_judge() -> EngineConfig:
 @dataclass
 class EvalConfig:
     engine: EngineConfig = field(  # noqa: RUF009
-        default_factory=EngineConfig, help="The model under test (vllm: engine actors; "
-        "openai: an OpenAI-compatible endpoint). Its own chat template is used.")
-    num_engines: int = field(1, help="Engine actors for generation (vllm: one per GPU group).")
+        default_factory=EngineConfig, help="The model under test (vllm: an engine pool of "
+        "min_replicas..max_replicas; openai: an OpenAI-compatible endpoint). Its own chat "
+        "template is used.")
     judge: EngineConfig = field(  # noqa: RUF009
         default_factory=_published_judge, help="The S_q judge "
-        "(published: gpt-4o-2024-05-13 through the OpenAI API; or a vllm model).")
-    num_judges: int = field(1, help="Judge engine actors (an API judge needs one).")
+        "(published: gpt-4o-2024-05-13 through the OpenAI API; or a vllm model): a second "
+        "pool beside the model's.")
     data_dir: str = field(DEFAULT_DATA_DIR, help="Directory (fsspec URI) with "
         "longbench_write.jsonl and longbench_write_en.jsonl; a relative path is resolved "
         "against the repository root.")
@@ -80,11 +80,10 @@ class EvalConfig:
     judge_tokenizer: str = field("", help="Tokenizer (path or id) to fit responses into the "
         "judge's context exactly; default: the judge model for vllm, characters for openai.")
     judge_rpm: float = field(0.0, help="Judge requests per minute at most (API rate limit; "
-        "0 = unlimited, concurrency still bounded by judge.max_concurrency).")
+        "0 = unlimited, concurrency still bounded by judge.max_concurrency), shared evenly "
+        "among judge.max_replicas replicas.")
     judge_cache: str = field("", help="Judge cache directory (fsspec URI); default "
         "<output>/judge_cache. Keyed by judge model, prompt version and judged message.")
-    max_in_flight: int = field(512, help="Most requests the driver keeps outstanding across "
-        "engine actors (the engines batch them).")
     bootstrap_resamples: int = field(2000, help="Bootstrap resamples for the 95% CIs.")
     ruler: bool = field(True, help="Also run LongWrite-Ruler (8 prompts x ruler_lengths).")
     ruler_lengths: list[int] = field(  # noqa: RUF009

@@ -1,12 +1,14 @@
-"""The S_q judge: prompt, JSON schema, parsing and validation, bounded retries, a result cache.
+"""The S_q judge: bounded retries around the judge calls, and a result cache.
 
-The judge prompt is written for this project around the six published dimensions. As in the
-published protocol, the judge first writes a brief analysis, then rates: it answers one JSON
-object {"Analysis": ..., six 1..5 ratings}, under a JSON-schema constraint where the backend
-supports it (vLLM in-process and `vllm serve`; OpenAI structured outputs from
+What the judge is asked and how its answer is read (the prompt, the answer's JSON schema,
+parsing and validation, fitting a response into the judge's context) lives in judge_prompt.py:
+pure functions, re-exported here (`J.judge_schema`, `J.parse_judgement`, `J.fit_response`,
+`J.PROMPT_HASH`, ...). Here: `judge_one`, one judgement under a JSON-schema constraint where
+the backend supports it (vLLM in-process and `vllm serve`; OpenAI structured outputs from
 gpt-4o-2024-08-06 on, not the published gpt-4o-2024-05-13). Whatever comes back is still
 validated: prose, partial JSON, out-of-range ratings or an empty answer are retried up to
-`max_attempts` times with a fresh seed, then recorded as a failure with every reason.
+`max_attempts` times with a fresh seed, then recorded as a failure with every reason;
+`combine_replicates` averages a response's replicates; `RateLimiter` spaces the calls.
 
 A judgement is cached under the hash of (judge model, prompt version, judged message, replicate,
 decoding), so re-running an evaluation costs no judge calls. Everything here except the cache
@@ -18,213 +20,30 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import math
-import re
+import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 from dataset_builder import storage
 from dataset_builder.llm.base import Completion, Sampling
+from eval.judge_prompt import (  # noqa: F401 - re-exported: callers use J.judge_schema etc.
+    JUDGE_SCHEMA,
+    JUDGE_TEMPLATE,
+    PROMPT_HASH,
+    PROMPT_VERSION,
+    TRUNCATION_NOTE,
+    Fitted,
+    fit_response,
+    judge_messages,
+    judge_prompt,
+    judge_schema,
+    parse_answer,
+    parse_judgement,
+    validate_ratings,
+)
 from eval.scoring import DIMENSIONS, quality_score
 
-PROMPT_VERSION = "lbw-judge-v2"
-
-# Every fixed line comes before the instruction and the response, so the judge server's prefix
-# cache covers all of it and only the item's own text is prefilled per request.
-JUDGE_TEMPLATE = """You are an expert editor reviewing long-form writing. Below are a USER INSTRUCTION and a RESPONSE written for it. Rate how well the response fulfils the instruction.
-
-Rate each of these six dimensions with an integer from 1 (very poor) to 5 (excellent):
-- Relevance: the response addresses the instruction's topic, purpose and every explicit requirement (length aside).
-- Accuracy: facts, reasoning and terminology are correct, with no fabrication or self-contradiction.
-- Coherence: the text is logically organized; each part follows from the previous one and the whole holds together.
-- Clarity: the language is precise, fluent and easy to follow, in a fitting format, without needless repetition.
-- Breadth and Depth: the subject is covered broadly enough and analysed deeply enough, with specific detail and insight.
-- Reading Experience: the text is engaging and pleasant to read, in a style and tone that suit its readers.
-
-Judge the content only. Length is scored separately: do not reward or punish length itself. An empty, off-topic or repetitive response gets low ratings. A response that ends with [CUT] was shortened to fit your context window: rate the part shown and do not penalize the cut.
-
-Reply with one JSON object and nothing else: first "Analysis", a brief assessment of the response (at most three sentences), then the six ratings as integers from 1 to 5:
-{"Analysis": "...", "Relevance": 1-5, "Accuracy": 1-5, "Coherence": 1-5, "Clarity": 1-5, "Breadth and Depth": 1-5, "Reading Experience": 1-5}
-
-<instruction>
-$INSTRUCTION$
-</instruction>
-
-<response>
-$RESPONSE$$NOTE$
-</response>"""
-
-TRUNCATION_NOTE = "\n[CUT]"
-
-
-
-def judge_schema(analysis_max_chars: int = 0) -> dict:
-    """The answer's JSON schema: the analysis first (it is written before the ratings), then
-    the six ratings. `analysis_max_chars` bounds the analysis for backends that support
-    maxLength (vLLM's grammars); 0 leaves it out (OpenAI strict mode has no length keywords)."""
-    analysis = {"type": "string"}
-    if analysis_max_chars:
-        analysis["maxLength"] = analysis_max_chars
-    return {
-        "type": "object",
-        "properties": {"Analysis": analysis,
-                       **{d: {"type": "integer", "enum": [1, 2, 3, 4, 5]} for d in DIMENSIONS}},
-        "required": ["Analysis", *DIMENSIONS],
-        "additionalProperties": False,
-    }
-
-
-JUDGE_SCHEMA = judge_schema()
-
-PROMPT_HASH = hashlib.sha256(
-    json.dumps([PROMPT_VERSION, JUDGE_TEMPLATE, TRUNCATION_NOTE, JUDGE_SCHEMA],
-               sort_keys=True).encode()).hexdigest()[:16]
-
-_PLACEHOLDER = re.compile(r"\$(INSTRUCTION|RESPONSE|NOTE)\$")
-_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
-
-
-def judge_prompt(instruction: str, response: str, truncated: bool = False) -> str:
-    """The judge's user message; one substitution pass, so a `$RESPONSE$` inside the
-    instruction is never expanded."""
-    values = {"INSTRUCTION": instruction, "RESPONSE": response,
-              "NOTE": TRUNCATION_NOTE if truncated else ""}
-    return _PLACEHOLDER.sub(lambda m: values[m.group(1)], JUDGE_TEMPLATE)
-
-
-def judge_messages(instruction: str, response: str, truncated: bool = False) -> list[dict]:
-    return [{"role": "user", "content": judge_prompt(instruction, response, truncated)}]
-
-
-# --------------------------------------------------------------------------- parse and validate
-
-def _norm_key(key: str) -> str:
-    return " ".join(re.split(r"[\s_\-]+", str(key).strip().lower()))
-
-
-_DIM_BY_NORM = {_norm_key(d): d for d in DIMENSIONS}
-
-
-def _json_candidates(text: str):
-    """JSON objects in `text`: fenced blocks first, then every `{` position (raw_decode)."""
-    decoder = json.JSONDecoder()
-    sources = [m.group(1) for m in _FENCE.finditer(text)] + [text]
-    for src in sources:
-        for i, ch in enumerate(src):
-            if ch == "{":
-                try:
-                    obj, _ = decoder.raw_decode(src, i)
-                except json.JSONDecodeError:
-                    continue
-                if isinstance(obj, dict):
-                    yield obj
-
-
-def _rating(value) -> float | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str):
-        try:
-            value = float(value.strip())
-        except ValueError:
-            return None
-    if isinstance(value, (int, float)) and math.isfinite(value):
-        return float(value)
-    return None
-
-
-def validate_ratings(obj: dict) -> tuple[dict | None, str | None]:
-    """({dimension: rating}, None) when all six are present, numeric and in [1, 5]."""
-    found = {}
-    for k, v in obj.items():
-        dim = _DIM_BY_NORM.get(_norm_key(k))
-        if dim is not None and dim not in found:
-            found[dim] = v
-    missing = [d for d in DIMENSIONS if d not in found]
-    if missing:
-        return None, f"missing_dimensions: {', '.join(missing)}"
-    ratings = {}
-    for d in DIMENSIONS:
-        r = _rating(found[d])
-        if r is None:
-            return None, f"not_a_number: {d}={found[d]!r}"
-        if not 1 <= r <= 5:
-            return None, f"out_of_range: {d}={found[d]!r}"
-        ratings[d] = int(r) if r.is_integer() else r
-    return ratings, None
-
-
-def parse_answer(text: str | None) -> tuple[dict | None, str | None, str | None]:
-    """(ratings, analysis, None) or (None, None, reason). Reasons: empty, no_json,
-    malformed_json, not_an_object, missing_dimensions, not_a_number, out_of_range."""
-    if text is None or not text.strip():
-        return None, None, "empty"
-    first_error = None
-    for obj in _json_candidates(text):
-        ratings, err = validate_ratings(obj)
-        if ratings is not None:
-            analysis = obj.get("Analysis")
-            return ratings, analysis if isinstance(analysis, str) else None, None
-        first_error = first_error or err
-    if first_error:
-        return None, None, first_error
-    try:
-        other = json.loads(text)
-        return None, None, f"not_an_object: {type(other).__name__}"
-    except json.JSONDecodeError:
-        pass
-    return None, None, "malformed_json" if "{" in text else "no_json"
-
-
-def parse_judgement(text: str | None) -> tuple[dict | None, str | None]:
-    """(ratings, None) or (None, reason); see parse_answer."""
-    ratings, _, err = parse_answer(text)
-    return ratings, err
-
-
-# --------------------------------------------------------------------------- truncation
-
-@dataclass
-class Fitted:
-    """The response as the judge sees it."""
-    text: str
-    truncated: bool
-    unit: str           # "tokens" (the judge's tokenizer) or "chars" (no tokenizer: 1 char >= 1 token)
-    kept: int
-    total: int
-
-
-def fit_response(instruction: str, response: str, max_model_len: int, max_tokens: int,
-                 tokenizer=None, margin: int = 32) -> Fitted | None:
-    """Cut `response` deterministically so prompt + answer fit the judge's context.
-
-    With a tokenizer the budget is exact (chat template included); without one, characters
-    stand in for tokens (a token spans at least one character for the tokenizers in use).
-    None when even an empty response does not fit.
-    """
-    empty = judge_messages(instruction, "", truncated=True)
-    if tokenizer is not None:
-        try:
-            rendered = tokenizer.apply_chat_template(empty, tokenize=False,
-                                                     add_generation_prompt=True)
-        except (ValueError, TypeError):  # no chat template: the message alone
-            rendered = empty[0]["content"]
-        overhead = len(tokenizer(rendered, add_special_tokens=False)["input_ids"])
-        ids = tokenizer(response, add_special_tokens=False)["input_ids"]
-        budget = max_model_len - overhead - max_tokens - margin
-        if budget < 0:
-            return None
-        if len(ids) <= budget:
-            return Fitted(response, False, "tokens", len(ids), len(ids))
-        return Fitted(tokenizer.decode(ids[:budget]), True, "tokens", budget, len(ids))
-    overhead = len(empty[0]["content"]) + margin
-    budget = max_model_len - overhead - max_tokens - margin
-    if budget < 0:
-        return None
-    if len(response) <= budget:
-        return Fitted(response, False, "chars", len(response), len(response))
-    return Fitted(response[:budget], True, "chars", budget, len(response))
+log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- cache
@@ -246,28 +65,18 @@ def cache_key(judge_model: str, messages: list[dict], replicate: int, sampling: 
 
 
 class JudgeCache:
-    """One JSON file per successful judgement under `uri` (any fsspec URI); "" disables it."""
+    """One JSON document per successful judgement under `uri` (any fsspec URI); "" disables
+    it. A damaged entry reads as a miss: it is judged again, not trusted."""
 
     def __init__(self, uri: str, storage_cfg=None):
-        self.uri, self.storage_cfg = uri.rstrip("/"), storage_cfg
-
-    def _path(self, key: str) -> str:
-        return storage.join(self.uri, key[:2], f"{key}.json")
+        self.store = storage.JsonStore(uri, storage_cfg, fanout=True) if uri else None
 
     def get(self, key: str) -> dict | None:
-        if not self.uri:
-            return None
-        path = self._path(key)
-        try:
-            return storage.read_json(path, self.storage_cfg)
-        except FileNotFoundError:
-            return None
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return None  # a damaged entry is re-judged, not trusted
+        return self.store.get(key) if self.store else None
 
     def put(self, key: str, record: dict) -> None:
-        if self.uri:
-            storage.write_json(self._path(key), record, self.storage_cfg)
+        if self.store:
+            self.store.put(key, record)
 
 
 # --------------------------------------------------------------------------- judging
@@ -354,6 +163,8 @@ async def judge_one(chat: ChatFn, *, instruction: str, response: str, judge_mode
             return {**rec, "cached": False}
         errors.append(f"{err} (finish_reason={c.finish_reason})")
         raws.append(c.text[:1000])
+    log.warning("judge failed on %s replicate %d after %d attempts: %s", item_id, replicate,
+                max_attempts, errors[-1] if errors else "-")
     return {**base, "status": "failed", "attempts": max_attempts, "errors": errors,
             "raw_outputs": raws, "cached": False, "cache_key": key}
 

@@ -1,329 +1,132 @@
 """LongBench-Write on Ray: load the benchmark, generate, judge, aggregate, report.
 
-    python ray_jobs/evaluate.py --config ray_jobs/configs/eval_tiny.yaml   # see that header
+    python -m ray_jobs.evaluate --config ray_jobs/configs/eval_tiny.yaml   # see that header
 
-One actor call per item for generation and per (response, replicate, attempt) for judging,
-submitted all at once (bounded by `max_in_flight`) so the engines batch them; a response is
-judged as soon as it is generated. Every finished generation is written to
-`<output>/generations/<id>.json` and every successful judgement to the judge cache, so a rerun
-skips finished work. Nothing is dropped silently: malformed benchmark lines become rejects,
-failed generations and failed judgements are recorded, and every score carries its denominator.
+Items are rows of a Ray Data dataset through two engine stages (dataset_builder.llm.stage):
+the model under test's pool writes each missing response (`eval.stages.GenerateTask`, stored at
+once under `<output>/generations/`), the judge's pool beside it judges each response as soon as
+it is written (`JudgeTask`, through the judge cache). Both pools grow between
+`engine.min_replicas..max_replicas` and `judge.min_replicas..max_replicas`. A rerun skips
+stored generations and cached judgements. Nothing is dropped silently: malformed benchmark lines
+become rejects, failed generations and judgements are recorded, and every score carries its
+denominator.
 """
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import json
 import time
-from collections.abc import Awaitable, Callable
 
-from dataset_builder import config, records, storage
+from dataset_builder import config, storage
 from dataset_builder.config import ConfigError, config_hash
-from dataset_builder.llm.base import EngineError, Sampling
-from dataset_builder.text import count_words, detect_lang, stable_id
+from dataset_builder.text import count_words
 from eval import judge as J
 from eval import scoring
-from eval.config import EvalConfig, resolve_data_dir
+from eval.benchmark import custom_items, load_benchmark
+from eval.config import EvalConfig
 from eval.ruler import ruler_items, ruler_summary
+from eval.stages import GenerateTask, JudgeTask, generation_hash, judge_schema, preflight, stores
 
-FULL_FILE = "longbench_write.jsonl"
-EN_FILE = "longbench_write_en.jsonl"
 PUBLISHED = {"temperature": 0.5, "judge_model": "gpt-4o-2024-05-13", "judge_temperature": 0.5,
              "max_new_tokens": 32768, "word_count_mode": "legacy"}
 
-
-# --------------------------------------------------------------------------- benchmark data
-
-def _reject(line: int, reason: str, raw: str) -> dict:
-    return records.reject_record({"line": line, "stage": "benchmark", "reason": reason,
-                                  "raw": raw})
-
-
-def parse_benchmark(data: bytes, en_prompts: set[str] | None = None
-                    ) -> tuple[list[dict], list[dict]]:
-    """(items, rejects) from LongBench-Write jsonl bytes; every bad line is a reject.
-
-    The output language is "en" for prompts of the English-output subset file (two of its
-    prompts are written in Chinese), else detected from the prompt.
-    """
-    items, rejects, seen = [], [], set()
-    for n, raw in enumerate(data.split(b"\n"), start=1):
-        if not raw.strip():
-            continue
-        text = raw.decode("utf-8", "replace")
-        try:
-            obj = json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError as e:
-            rejects.append(_reject(n, f"invalid_utf8: byte {e.start}", text))
-            continue
-        except json.JSONDecodeError as e:
-            rejects.append(_reject(n, f"malformed_json: {e.msg} at column {e.colno}", text))
-            continue
-        if not isinstance(obj, dict):
-            rejects.append(_reject(n, f"not_an_object: {type(obj).__name__}", text))
-            continue
-        prompt, length, typ = obj.get("prompt"), obj.get("length"), obj.get("type", "unknown")
-        if not isinstance(prompt, str) or not prompt.strip():
-            rejects.append(_reject(n, "missing_or_empty_prompt", text))
-            continue
-        if isinstance(length, bool) or not isinstance(length, (int, float)) or length <= 0 \
-                or length != int(length):
-            rejects.append(_reject(n, f"bad_length: {length!r}", text))
-            continue
-        item_id = stable_id(f"{prompt}\x00{int(length)}")
-        if item_id in seen:
-            rejects.append(_reject(n, "duplicate_item", text))
-            continue
-        seen.add(item_id)
-        lang = obj.get("lang") or ("en" if en_prompts is not None and prompt in en_prompts
-                                   else ("zh" if en_prompts is not None else detect_lang(prompt)))
-        items.append({"id": item_id, "line": n, "prompt": prompt, "type": str(typ),
-                      "lang": str(lang), "required_length": int(length),
-                      "bucket": scoring.length_bucket(int(length))})
-    return items, rejects
-
-
-def benchmark_uri(data_dir: str, subset: str = "all") -> str:
-    """The benchmark file of `subset` ("all" or "en") under `data_dir`."""
-    return storage.join(resolve_data_dir(data_dir), EN_FILE if subset == "en" else FULL_FILE)
-
-
-def load_benchmark(data_dir: str, subset: str = "all", storage_cfg=None
-                   ) -> tuple[list[dict], list[dict], dict]:
-    """(items, rejects, meta) for `subset`; raises StorageError if the file is missing."""
-    base = resolve_data_dir(data_dir)
-    uri = benchmark_uri(data_dir, subset)
-    storage.check_reachable(uri, storage_cfg, must_exist=True)
-    data = storage.read_bytes(uri, storage_cfg)
-    en_uri = storage.join(base, EN_FILE)
-    en_prompts = None
-    if subset == "en":
-        en_prompts = None  # every item of the English subset is English output
-    elif storage.exists(en_uri, storage_cfg):
-        en_items, _ = parse_benchmark(storage.read_bytes(en_uri, storage_cfg))
-        en_prompts = {i["prompt"] for i in en_items}
-    items, rejects = parse_benchmark(data, en_prompts)
-    if subset == "en":
-        for i in items:
-            i["lang"] = "en"
-    meta = {"data_file": uri, "data_sha256": hashlib.sha256(data).hexdigest(),
-            "lines": sum(1 for line in data.split(b"\n") if line.strip()),
-            "lang_source": "english-subset file" if en_prompts is not None or subset == "en"
-            else "detected from prompt"}
-    return items, rejects, meta
-
-
-# --------------------------------------------------------------------------- scheduling
-
-async def run_bounded(jobs: list[Callable[[], Awaitable[dict]]], max_in_flight: int,
-                      desc: str = "", progress: bool = True) -> list[dict]:
-    """Run every job concurrently, at most `max_in_flight` at once; results in job order."""
-    from tqdm.auto import tqdm
-
-    sem = asyncio.Semaphore(max(1, max_in_flight))
-    bar = tqdm(total=len(jobs), desc=desc, disable=not progress or not jobs, leave=False)
-
-    async def one(job):
-        async with sem:
-            out = await job()
-        bar.update(1)
-        return out
-
-    try:
-        return list(await asyncio.gather(*(one(j) for j in jobs)))
-    finally:
-        bar.close()
-
-
-def actor_chat(actors: list) -> Callable[[int], J.ChatFn]:
-    """chat functions bound round-robin to engine actors: one actor call per request."""
-    def for_index(i: int) -> J.ChatFn:
-        actor = actors[i % len(actors)]
-
-        async def chat(messages, sampling):
-            return await actor.chat.remote(messages, sampling)
-        return chat
-    return for_index
-
-
-# --------------------------------------------------------------------------- generation
-
-def generation_hash(cfg: EvalConfig) -> str:
-    """What makes a stored response reusable: same model, decoding and seed."""
-    e = cfg.engine
-    blob = json.dumps([e.backend, e.model, e.base_url, e.max_model_len, cfg.temperature,
-                       cfg.top_p, cfg.max_new_tokens, cfg.seed], sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-class GenerationStore:
-    """One JSON file per finished generation: written once, reused on rerun if its
-    generation hash matches (a changed model or decoding regenerates instead)."""
-
-    def __init__(self, uri: str, storage_cfg=None):
-        self.uri, self.storage_cfg = uri.rstrip("/"), storage_cfg
-
-    def load(self, gen_hash: str) -> tuple[dict[str, dict], int]:
-        fs, path = storage.get_fs(self.uri, self.storage_cfg)
-        done, stale = {}, 0
-        try:
-            files = [f for f in fs.find(path) if f.endswith(".json")
-                     and not f.rsplit("/", 1)[-1].startswith("_tmp-")]
-        except FileNotFoundError:
-            return {}, 0
-        for f in files:
-            try:
-                with fs.open(f, "rb") as fh:
-                    rec = json.loads(fh.read())
-            except (json.JSONDecodeError, UnicodeDecodeError, OSError):
-                stale += 1
-                continue
-            if rec.get("generation_hash") == gen_hash and rec.get("status") == "ok":
-                done[rec["id"]] = rec
-            else:
-                stale += 1
-        return done, stale
-
-    def save(self, rec: dict) -> None:
-        storage.write_json(storage.join(self.uri, f"{rec['id']}.json"), rec, self.storage_cfg)
-
-
-async def generate_one(chat: J.ChatFn, item: dict, cfg: EvalConfig, gen_hash: str) -> dict:
-    """One benchmark item through the model under test; failures are records, not raises."""
-    seed = J.derive_seed(cfg.seed, "gen", item["id"])
-    sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p,
-                        max_tokens=cfg.max_new_tokens, seed=seed)
-    base = {**item, "model": cfg.engine.model, "seed": seed, "generation_hash": gen_hash,
-            "max_new_tokens": cfg.max_new_tokens}
-    t0 = time.monotonic()
-    try:
-        c = await chat([{"role": "user", "content": item["prompt"]}], sampling)
-    except Exception as e:  # noqa: BLE001 -- recorded as this item's failure, never raised
-        return {**base, "status": "error", "error": J._error_line(e), "response": None}
-    effective = cfg.max_new_tokens
-    if cfg.engine.backend == "vllm":
-        effective = min(cfg.max_new_tokens, cfg.engine.max_model_len - c.prompt_tokens)
-    return {**base, "status": "ok", "response": c.text, "finish_reason": c.finish_reason,
-            "prompt_tokens": c.prompt_tokens, "output_tokens": c.output_tokens,
-            "max_new_tokens_effective": effective,
-            "output_words_legacy": count_words(c.text, "legacy"),
-            "output_words_unicode": count_words(c.text, "unicode"),
-            "generation_seconds": round(time.monotonic() - t0, 3)}
-
-
-# --------------------------------------------------------------------------- code version
 
 def code_version() -> str:
     """Hash of the evaluation and shared code (works without .git, e.g. under job submit)."""
     return config.code_version("eval", "dataset_builder")
 
 
-# --------------------------------------------------------------------------- the run
-
-def _judge_tokenizer(cfg: EvalConfig):
-    name = cfg.judge_tokenizer or (cfg.judge.model if cfg.judge.backend == "vllm" else "")
-    if not name:
-        return None
-    from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(name)
-
-
-async def _preflight(chat: J.ChatFn, what: str, schema: dict | None) -> None:
-    """One tiny request (with the answer schema, if any), so an unreachable endpoint or one
-    without structured outputs fails the job before hours of work."""
-    try:
-        await chat([{"role": "user", "content": "Reply with OK."}],
-                   Sampling(temperature=0.0, max_tokens=1, json_schema=schema))
-    except Exception as e:  # noqa: BLE001 -- Ray wraps the engine's error types
-        hint = " (no structured outputs? set judge_constraint=none)" if schema else ""
-        raise EngineError(f"{what} is not answering: {J._error_line(e)}{hint}") from None
-
-
-def judge_schema(cfg: EvalConfig) -> dict | None:
-    """The judge's answer schema, or None for a free-text (validated, retried) judge."""
-    constraint = cfg.judge_constraint
-    if constraint == "auto":
-        constraint = "json_schema" if cfg.judge.backend == "vllm" else "none"
-    return J.judge_schema(cfg.judge_analysis_max_chars) if constraint == "json_schema" else None
+def check_config(cfg: EvalConfig) -> None:
+    """One clear ConfigError for settings that cannot run, before any engine starts."""
+    problems = []
+    if cfg.generate and not cfg.engine.model:
+        problems.append("engine.model is required (the model under test)")
+    if cfg.judge_enabled and not cfg.judge.model:
+        problems.append("judge.model is required (or set judge_enabled=false)")
+    for name in ("judge_samples", "judge_max_attempts", "max_new_tokens", "judge_max_tokens"):
+        if getattr(cfg, name) < 1:
+            problems.append(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    for name in ("engine", "judge"):
+        e = getattr(cfg, name)
+        if e.min_replicas < 1 or e.max_replicas < e.min_replicas or e.in_flight < 1:
+            problems.append(f"{name}: need 1 <= min_replicas <= max_replicas and in_flight >= 1"
+                            f", got {e.min_replicas}, {e.max_replicas}, {e.in_flight}")
+    if cfg.limit < 0 or cfg.ruler_prompts < 0 or cfg.bootstrap_resamples < 0:
+        problems.append("limit, ruler_prompts and bootstrap_resamples must be >= 0")
+    if cfg.ruler and (not cfg.ruler_lengths or min(cfg.ruler_lengths) < 1):
+        problems.append(f"ruler_lengths must be positive, got {cfg.ruler_lengths}")
+    if problems:
+        raise ConfigError("; ".join(problems))
 
 
-async def _run_async(cfg: EvalConfig, items: list[dict], ruler: list[dict], engines: list,
-                     judges: list) -> dict:
-    out, scfg = cfg.output.rstrip("/"), cfg.storage
-    gen_hash = generation_hash(cfg)
-    gen_store = GenerationStore(storage.join(out, "generations"), scfg)
-    ruler_store = GenerationStore(storage.join(out, "ruler_generations"), scfg)
-    done, stale = gen_store.load(gen_hash)
-    ruler_done, ruler_stale = ruler_store.load(gen_hash) if ruler else ({}, 0)
-    gen_chat = actor_chat(engines) if engines else None
-    judge_chat = actor_chat(judges) if judges else None
-    tokenizer = _judge_tokenizer(cfg) if cfg.judge_enabled else None
-    cache = J.JudgeCache(cfg.judge_cache or storage.join(out, "judge_cache"), scfg)
-    limiter = J.RateLimiter(cfg.judge_rpm)
-    gen_sem = asyncio.Semaphore(max(1, cfg.max_in_flight))
-    judge_sem = asyncio.Semaphore(max(1, cfg.max_in_flight))
-    counter = {"generated": 0, "skipped": 0, "judge_calls": 0}
-    schema = judge_schema(cfg)
-    if cfg.judge_enabled and judge_chat:
-        await _preflight(judge_chat(0), f"judge {cfg.judge.model!r}", schema)
-    if cfg.generate and gen_chat and len(done) + len(ruler_done) < len(items) + len(ruler):
-        await _preflight(gen_chat(0), f"model under test {cfg.engine.model!r}", None)
+def _rows(cfg: EvalConfig, work: list[tuple[str, dict]], gen_hash: str) -> tuple[list, dict]:
+    """Dataset rows for (kind, item): a stored generation passes as "ok" (judged, not written
+    again), a missing one is "todo" (or an error when generation is off)."""
+    from dataset_builder.llm.stage import todo
+    prior, stale = {}, 0
+    for kind, store in stores(cfg).items():
+        done, n = store.load(gen_hash)
+        prior[kind], stale = done, stale + n
+    rows = []
+    for kind, item in work:
+        item = {**item, "kind": kind}
+        rec = prior[kind].get(item["id"])
+        if rec is not None:
+            rows.append({**todo({**rec, **item}), "status": "ok"})
+        elif cfg.generate:
+            rows.append(todo(item))
+        else:
+            rows.append({**todo({**item, "status": "error", "response": None, "error":
+                                 "not_generated: generation disabled and no stored response"}),
+                         "status": "error"})
+    skipped = sum(r["status"] == "ok" for r in rows)
+    return rows, {"skipped": skipped, "stale_generations": stale}
 
-    async def generation(i: int, item: dict, store: GenerationStore, prior: dict) -> dict:
-        if item["id"] in prior:
-            counter["skipped"] += 1
-            return {**prior[item["id"]], **item}
-        if not cfg.generate or gen_chat is None:
-            return {**item, "status": "error", "response": None,
-                    "error": "not_generated: generation disabled and no stored response"}
-        async with gen_sem:
-            rec = await generate_one(gen_chat(i), item, cfg, gen_hash)
-        if rec["status"] == "ok":
-            store.save(rec)
-            counter["generated"] += 1
-        return rec
 
-    def counted(chat: J.ChatFn) -> J.ChatFn:
-        async def call(messages, sampling):
-            counter["judge_calls"] += 1
-            async with judge_sem:
-                return await chat(messages, sampling)
-        return call
+def _run_stages(cfg: EvalConfig, rows: list[dict], gen_hash: str) -> list[dict]:
+    """The rows through the generation and judge pools; payloads back, in any order."""
+    import ray
 
-    async def item_pipeline(i: int, item: dict) -> tuple[dict, list[dict]]:
-        rec = await generation(i, item, gen_store, done)
-        if rec["status"] != "ok" or not cfg.judge_enabled or judge_chat is None:
-            return rec, []
-        # Every replicate of a response goes to the same judge actor, replicate 0 first and
-        # the rest after it: they share its whole prompt, which that judge's prefix cache (vLLM,
-        # or the OpenAI API's prompt caching) then serves instead of prefilling it again.
-        chat = counted(judge_chat(i))
+    from dataset_builder.llm.stage import engine_stage, engines_up
+    n_todo = sum(r["status"] == "todo" for r in rows)
+    gen, judge = cfg.engine if n_todo else None, cfg.judge if cfg.judge_enabled else None
+    if gen is not None and gen.backend == "openai" and not gen.attach:
+        preflight(gen, f"model under test {gen.model!r}", None)
+    if judge is not None and judge.backend == "openai" and not judge.attach:
+        preflight(judge, f"judge {judge.model!r}", judge_schema(cfg))
+    if gen is None and judge is None:
+        return [json.loads(r["payload"]) | {"status": r["status"]} for r in rows]
+    ray.data.DataContext.get_current().enable_progress_bars = cfg.progress
+    with engines_up(gen, judge):
+        ds = ray.data.from_items(rows)
+        if gen is not None:
+            ds = engine_stage(ds, gen, GenerateTask, {"cfg": cfg, "gen_hash": gen_hash})
+        if judge is not None:  # an API judge's rate is shared among its replicas
+            rpm = cfg.judge_rpm / max(judge.max_replicas, 1)
+            cache = cfg.judge_cache or storage.join(cfg.output.rstrip("/"), "judge_cache")
+            ds = engine_stage(ds, judge, JudgeTask, {"cfg": cfg, "cache_uri": cache, "rpm": rpm})
+        return [json.loads(r["payload"]) | {"status": r["status"]} for r in ds.take_all()]
 
-        def replicate(r: int):
-            return J.judge_one(chat, instruction=item["prompt"], response=rec["response"] or "",
-                               judge_model=cfg.judge.model, replicate=r, seed=cfg.seed,
-                               temperature=cfg.judge_temperature,
-                               max_tokens=cfg.judge_max_tokens,
-                               max_model_len=cfg.judge.max_model_len,
-                               max_attempts=cfg.judge_max_attempts, schema=schema,
-                               tokenizer=tokenizer, cache=cache, limiter=limiter,
-                               item_id=item["id"])
 
-        first = await replicate(0)
-        rest = await asyncio.gather(*(replicate(r) for r in range(1, cfg.judge_samples)))
-        return rec, [first, *rest]
-
-    t0 = time.monotonic()
-    n_lbw = len(items)
-    jobs = [lambda i=i, it=it: item_pipeline(i, it) for i, it in enumerate(items)]
-    jobs += [lambda i=i, it=it: generation(n_lbw + i, it, ruler_store, ruler_done)
-             for i, it in enumerate(ruler)]
-    results = await run_bounded(jobs, len(jobs), desc="LongBench-Write", progress=cfg.progress)
-    lbw = results[:n_lbw]
-    ruler_recs = results[n_lbw:]
-    return {"samples": [r for r, _ in lbw], "judgements": [j for _, js in lbw for j in js],
-            "ruler": ruler_recs, "stats": {**counter, "stale_generations": stale + ruler_stale,
-                                           "seconds": round(time.monotonic() - t0, 2)}}
+def _collect(cfg: EvalConfig, work: list[tuple[str, dict]], done: list[dict], counts: dict,
+             seconds: float) -> dict:
+    """samples, judgements and ruler records in input order, and the run's counters."""
+    by_key = {(d["kind"], d["id"]): d for d in done}
+    samples, judgements, ruler = [], [], []
+    gen_tokens = judge_calls = generated = 0
+    for kind, item in work:
+        d = dict(by_key[(kind, item["id"])])
+        if d["status"] == "reject":  # an exception in the stage: this item's failure
+            d = {**d, "status": "error", "response": None, "error": d.pop("reason")}
+        judgements += d.pop("judgements", [])
+        judge_calls += d.pop("judge_calls", 0)
+        if d.pop("generated", False) and d["status"] == "ok":
+            generated += 1
+            gen_tokens += d.get("output_tokens") or 0
+        d.pop("kind")
+        (samples if kind == "lbw" else ruler).append(d)
+    stats = {"generated": generated, **counts, "judge_calls": judge_calls,
+             "output_tokens_generated": gen_tokens, "seconds": round(seconds, 2)}
+    return {"samples": samples, "judgements": judgements, "ruler": ruler, "stats": stats}
 
 
 def score_samples(samples: list[dict], judgements: list[dict], cfg: EvalConfig) -> list[dict]:
@@ -438,64 +241,24 @@ def build_results(cfg: EvalConfig, rows: list[dict], judgements: list[dict], rej
     }
 
 
-def check_config(cfg: EvalConfig, engines_given: bool, judges_given: bool) -> None:
-    """One clear ConfigError for settings that cannot run, before any engine starts."""
-    problems = []
-    if cfg.generate and not engines_given and not cfg.engine.model:
-        problems.append("engine.model is required (the model under test)")
-    if cfg.judge_enabled and not judges_given and not cfg.judge.model:
-        problems.append("judge.model is required (or set judge_enabled=false)")
-    for name in ("judge_samples", "judge_max_attempts", "max_new_tokens", "judge_max_tokens",
-                 "num_engines", "num_judges", "max_in_flight"):
-        if getattr(cfg, name) < 1:
-            problems.append(f"{name} must be >= 1, got {getattr(cfg, name)}")
-    if cfg.limit < 0 or cfg.ruler_prompts < 0 or cfg.bootstrap_resamples < 0:
-        problems.append("limit, ruler_prompts and bootstrap_resamples must be >= 0")
-    if cfg.ruler and (not cfg.ruler_lengths or min(cfg.ruler_lengths) < 1):
-        problems.append(f"ruler_lengths must be positive, got {cfg.ruler_lengths}")
-    if problems:
-        raise ConfigError("; ".join(problems))
-
-
-def custom_items(rows: list[dict]) -> tuple[list[dict], list[dict], dict]:
-    """Items of another prompt set (the DPO pairs job's samples) scored the benchmark's way:
-    each row has id, prompt, lang, required_length and any extra keys, which are kept."""
-    items = [{"type": "custom", **r, "bucket": scoring.length_bucket(r["required_length"])}
-             for r in rows]
-    return items, [], {"data_file": "custom items", "lines": len(items),
-                       "lang_source": "given", "data_sha256": None}
-
-
-def run_eval(cfg: EvalConfig, engines: list | None = None, judges: list | None = None,
-             items: list[dict] | None = None) -> dict:
-    """The whole evaluation; engine/judge actors are started here unless given (then reused
-    and left running). `items`: score these (`custom_items`) instead of the benchmark.
-    Returns results.json's content."""
-    import ray
-
+def run_eval(cfg: EvalConfig, items: list[dict] | None = None) -> dict:
+    """The whole evaluation on the connected Ray cluster. Engines: `engine` and `judge` pools
+    (vllm, an OpenAI-compatible endpoint, or `attach` = a running EngineActor by name).
+    `items`: score these (`custom_items`) instead of the benchmark. Returns results.json's
+    content."""
     from dataset_builder.config import save_resolved_config
     from eval.report import write_report
 
-    check_config(cfg, engines is not None, judges is not None)
+    check_config(cfg)
     items, rejects, meta = load_benchmark(cfg.data_dir, cfg.subset, cfg.storage) \
         if items is None else custom_items(items)
     if cfg.limit:
         items = items[:cfg.limit]
     ruler = ruler_items(cfg.ruler_lengths, cfg.ruler_prompts) if cfg.ruler else []
-    started = []
-    if engines is None and cfg.generate:
-        from dataset_builder.llm.actor import start_engines
-        engines = start_engines(cfg.engine, cfg.num_engines)
-        started += engines
-    if judges is None and cfg.judge_enabled:
-        from dataset_builder.llm.actor import start_engines
-        judges = start_engines(cfg.judge, cfg.num_judges)
-        started += judges
-    try:
-        raw = asyncio.run(_run_async(cfg, items, ruler, engines or [], judges or []))
-    finally:
-        for a in started:
-            ray.kill(a)
+    work = [("lbw", i) for i in items] + [("ruler", i) for i in ruler]
+    gen_hash, t0 = generation_hash(cfg), time.monotonic()
+    rows, counts = _rows(cfg, work, gen_hash)
+    raw = _collect(cfg, work, _run_stages(cfg, rows, gen_hash), counts, time.monotonic() - t0)
     rows = score_samples(raw["samples"], raw["judgements"], cfg)
     results = build_results(cfg, rows, raw["judgements"], rejects, meta, raw["ruler"],
                             raw["stats"])
@@ -511,14 +274,3 @@ def run_eval(cfg: EvalConfig, engines: list | None = None, judges: list | None =
     return results
 
 
-__all__ = [
-    "GenerationStore",
-    "build_results",
-    "custom_items",
-    "generate_one",
-    "load_benchmark",
-    "parse_benchmark",
-    "run_bounded",
-    "run_eval",
-    "score_samples",
-]

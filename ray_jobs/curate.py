@@ -1,7 +1,7 @@
 """Curation job: a generation directory -> LongWriter-6k shards, rejects, stats and report.
 
-Runs alone on any committed generation dataset (the generation job runs the same code after
-AgentWrite when `curate: true`). A rerun on the same input, config and code is skipped.
+Runs on any committed generation dataset (after ray_jobs.generate; ray_jobs.pipeline chains
+them). A rerun on the same input, config and code is skipped.
 
 Locally (starts a local Ray if none is running):
     python -m ray_jobs.curate --config ray_jobs/configs/curate.yaml \
@@ -32,7 +32,20 @@ def main(cfg: CurateConfig) -> dict:
           + ("  [already up to date: skipped]" if stats.get("skipped") else ""))
     print(f"rows in {funnel['rows_in']} -> out {funnel['rows_out']} "
           f"(rejected {funnel['rejected']}: {json.dumps(reasons)})")
+    print_kept(cfg.output, cfg.storage)
     return stats
+
+
+def print_kept(uri: str, storage_cfg, n: int = 10) -> None:
+    """The first rows of the curated set: words and the start of the instruction."""
+    table = storage.read_dataset(uri, storage_cfg)
+    if table is None or not table.num_rows:
+        return
+    rows = table.select(["response_words", "messages"]).slice(0, n).to_pylist()
+    for r in rows:
+        print(f"  kept: {r['response_words']:>6} words  {r['messages'][0]['content'][:70]}")
+    if table.num_rows > n:
+        print(f"  ... and {table.num_rows - n} more")
 
 
 CONFIG = CurateConfig  # the pipeline job loads this stage's config with it

@@ -26,7 +26,7 @@ def preflight(cfg: EvalConfig) -> None:
     """Models, benchmark data and output checked before Ray and the engines start."""
     from dataset_builder import storage
     from dataset_builder.models import check_model
-    from eval.longbench import benchmark_uri
+    from eval.benchmark import benchmark_uri
     if cfg.generate and cfg.engine.backend == "vllm":
         check_model(cfg.engine.model, "engine.model")
     if cfg.judge_enabled and cfg.judge.backend == "vllm":

@@ -1,4 +1,4 @@
-"""AgentWrite generation job (optionally followed by curation).
+"""AgentWrite generation job (curation is its own job, ray_jobs.curate; the pipeline chains them).
 
 Locally (starts a local Ray if none is running):
     python -m ray_jobs.generate --config ray_jobs/configs/demo.yaml --set output=./data/demo
@@ -17,35 +17,6 @@ from dataset_builder.generation import GenerateConfig, run
 from dataset_builder.jobs import cli, init_ray
 
 
-def curate(cfg: GenerateConfig, stats: dict) -> None:
-    from dataset_builder.config import load_config
-    from dataset_builder.curate.pipeline import CurateConfig, run_curation
-
-    out = cfg.output.rstrip("/")
-    ccfg = load_config(CurateConfig, cfg.curate_config,
-                       [f"input={out}/generations", f"output={out}/longwriter", *cfg.curate_set])
-    ccfg.storage = cfg.storage
-    funnel = run_curation(ccfg)["funnel"]
-    stats["curation"] = funnel
-    reasons = {r: n for s in funnel["stages"] for r, n in s["reasons"].items()}
-    print(f"curated: {out}/longwriter  rows in {funnel['rows_in']} -> out {funnel['rows_out']} "
-          f"(dropped: {json.dumps(reasons)}; report: {out}/longwriter/report.md)")
-    print_kept(f"{out}/longwriter", cfg.storage)
-
-
-def print_kept(uri: str, storage_cfg, n: int = 10) -> None:
-    """The first rows of the curated set: words and the start of the instruction."""
-    from dataset_builder import storage
-    table = storage.read_dataset(uri, storage_cfg)
-    if table is None or not table.num_rows:
-        return
-    rows = table.select(["response_words", "messages"]).slice(0, n).to_pylist()
-    for r in rows:
-        print(f"  kept: {r['response_words']:>6} words  {r['messages'][0]['content'][:70]}")
-    if table.num_rows > n:
-        print(f"  ... and {table.num_rows - n} more")
-
-
 def preflight(cfg: GenerateConfig) -> None:
     """Everything that can be checked before Ray and the engines start (seconds, not ~30 s)."""
     from dataset_builder import storage
@@ -60,8 +31,6 @@ def main(cfg: GenerateConfig) -> dict:
     preflight(cfg)
     init_ray()
     stats = run(cfg)
-    if cfg.curate:
-        curate(cfg, stats)
     summary = {k: stats[k] for k in ("instructions_in", "selected", "written_this_run",
                                      "failed", "rows_in_output", "output_tokens_per_s",
                                      "prefix_hit_rate_write_steps", "wall_seconds")}

@@ -79,8 +79,7 @@ def _plan(p: PipelineConfig) -> list[tuple[str, Stage, str, list[str]]]:
     judge = [f"judge.model={p.judge_model}"] if p.judge_model else []
     stages = [
         ("generate", p.generate, d["generate"], [
-            f"output={d['generate']}", f"engine.model={p.generator_model or p.base_model}",
-            "curate=false"]),
+            f"output={d['generate']}", f"engine.model={p.generator_model or p.base_model}"]),
         ("curate", p.curate, d["curate"], [
             f"input={d['generate']}/generations", f"output={d['curate']}"]),
         ("sft", p.sft, d["sft"], [
@@ -130,7 +129,8 @@ def _summary(name: str, result: dict) -> dict:
                 **result.get("final_metrics", {})}
     o, run = result["overall"], result.get("run", {})
     return {"S": o["S"], "S_l": o["S_l"], "S_q": o["S_q"], "generated": run.get("generated"),
-            "judge_calls": run.get("judge_calls"), "seconds": run.get("seconds")}
+            "judge_calls": run.get("judge_calls"), "seconds": run.get("seconds"),
+            "output_tokens_generated": run.get("output_tokens_generated")}
 
 
 def _stage_key(cfg, upstream: list[str]) -> str:

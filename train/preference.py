@@ -2,7 +2,7 @@
 preference pairs (chosen, rejected) for DPO, with rejects, coverage and a report.
 
 Sampling and scoring are the evaluation's own machinery (`eval.longbench.run_eval` on custom
-items: engine actors, `max_tokens` capped by the context, per-sample seeds, the judge with its
+items: the sampling and judge engine pools, `max_tokens` capped by the context, per-sample seeds, the judge with its
 cache, retries and recorded failures, S_l as published), into `<output>/scores/`; a rerun
 reuses every stored sample and cached judgement. The pair rules are `train.pairs`. Prompts of
 LongBench-Write (normalized text, or a shared 13-gram) are refused, so the benchmark stays
@@ -101,8 +101,10 @@ def pair_rows(groups: dict[str, list[dict]], insts: dict[str, dict], cfg: PairsC
     return pairs, drops
 
 
-def run_pairs(cfg: PairsConfig, engines: list | None = None, judges: list | None = None) -> dict:
-    """The whole job; engine and judge actors are started unless given. Returns the report."""
+def run_pairs(cfg: PairsConfig) -> dict:
+    """The whole job on the connected Ray cluster (sampling and judging pools as in
+    evaluation; `attach` in scoring.engine / scoring.judge reuses running engines). Returns
+    the report."""
     from eval.longbench import run_eval
 
     out = cfg.output.rstrip("/")
@@ -113,7 +115,7 @@ def run_pairs(cfg: PairsConfig, engines: list | None = None, judges: list | None
              for r in insts for k in range(cfg.samples)]
     scfg = cfg.scoring
     scfg.engine.model, scfg.output, scfg.storage = cfg.model, f"{out}/scores", cfg.storage
-    results = run_eval(scfg, engines, judges, items=items) if items else None
+    results = run_eval(scfg, items=items) if items else None
     scored = storage.read_jsonl(f"{out}/scores/samples.jsonl", cfg.storage) if items else []
     groups: dict[str, list[dict]] = {}
     for s in scored:

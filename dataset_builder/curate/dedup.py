@@ -1,6 +1,6 @@
 """Exact and near-duplicate detection: normalized-text hashes, MinHash + LSH, union-find clusters.
 
-Pure numpy/polars functions over lists of texts; `pipeline.py` lifts them onto Ray Data
+Pure numpy/polars functions over lists of texts; `stages.py` lifts them onto Ray Data
 (signatures per batch on workers, clustering of the gathered signatures on the driver).
 
 Why our own MinHash instead of datasketch's: datasketch hashes every shingle with sha1 in a

@@ -37,9 +37,13 @@ class RemoteEngine:
         for attempt in range(retries + 1):
             try:
                 return await self.actor.chat.remote(messages, sampling)
-            except (ActorUnavailableError, RayActorError):
+            except (ActorUnavailableError, RayActorError) as e:
                 if attempt == retries:
                     raise
+                import logging
+                logging.getLogger(__name__).warning(
+                    "engine actor unavailable (%s): resending in 2 s (%d of %d)",
+                    type(e).__name__, attempt + 1, retries)
                 await asyncio.sleep(2)
 
     def metrics(self) -> dict:

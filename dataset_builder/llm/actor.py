@@ -31,13 +31,6 @@ class EngineActor:
         import asyncio
         return await asyncio.gather(*(self.engine.chat(m, sampling) for m in batch))
 
-    async def run_instruction(self, instruction: dict, journal_uri: str, agentwrite_cfg,
-                              storage_cfg=None):
-        """One whole AgentWrite instruction (plan + steps), journaled step by step."""
-        from dataset_builder.agentwrite import run_instruction
-        return await run_instruction(self.engine, instruction, agentwrite_cfg, journal_uri,
-                                     storage_cfg)
-
     def metrics(self) -> dict:
         return {**self.engine.metrics(), "node_id": ray.get_runtime_context().get_node_id()}
 

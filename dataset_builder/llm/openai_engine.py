@@ -8,12 +8,15 @@ directly (not the openai SDK) so retry policy and vLLM's extra fields stay in on
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 
 import httpx
 
 from dataset_builder.llm.base import Completion, EngineConfig, EngineError, Sampling, text_only
+
+log = logging.getLogger(__name__)
 
 RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
@@ -71,12 +74,16 @@ class OpenAIEngine:
                     if last:
                         raise EngineError(f"openai endpoint {self.cfg.base_url}: "
                                           f"{type(e).__name__} after {attempt + 1} tries") from None
+                    why = type(e).__name__
                 else:
                     if resp.status_code == 200:
                         return self._completion(resp.json())
                     if resp.status_code not in RETRY_STATUS or last:
                         raise EngineError(f"openai endpoint {self.cfg.base_url} answered "
                                           f"{resp.status_code}: {resp.text[:500]}")
+                    why = f"HTTP {resp.status_code}"
+                log.warning("openai endpoint %s: %s, retry %d of %d", self.cfg.base_url, why,
+                            attempt + 1, self.cfg.max_retries)
                 self.stats["retries"] += 1
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay *= 2

@@ -38,12 +38,16 @@ def _engine_dead(e: BaseException) -> bool:
 
 class EngineStage:
     """Ray Data callable class: `task_cls(**task_kwargs)` is an object with `stage` (its name
-    in rejects) and `async run(engine, row) -> {"status": ..., ...}`."""
+    in rejects) and `async run(engine, row) -> {"status": ..., ...}`; optionally `accepts`, the
+    row statuses it runs on (default "todo"), and `engine_key`, where the replica is recorded
+    in the row (default "engine")."""
 
     def __init__(self, engine_cfg, task_cls, task_kwargs: dict):
         import ray
 
+        from dataset_builder import library_logging
         from dataset_builder.llm import make_engine
+        library_logging()  # this replica's lines in its Ray worker log
         self.engine = make_engine(engine_cfg)
         self.task = task_cls(**task_kwargs)
         ctx = ray.get_runtime_context()
@@ -51,7 +55,7 @@ class EngineStage:
         log.info("engine replica up: %s on %s", engine_cfg.attach or engine_cfg.model, self.where)
 
     async def _one(self, row: dict) -> dict:
-        if row["status"] != "todo":
+        if row["status"] not in getattr(self.task, "accepts", ("todo",)):
             return row
         item = json.loads(row["payload"])
         try:
@@ -64,7 +68,7 @@ class EngineStage:
                         type(e).__name__, e)
             out = {"status": "reject", "stage": self.task.stage,
                    "reason": f"internal_error: {type(e).__name__}: {str(e)[:300]}"}
-        out["engine"] = self.where
+        out[getattr(self.task, "engine_key", "engine")] = self.where
         return {"id": row["id"], "status": out["status"],
                 "payload": json.dumps({**item, **out}, ensure_ascii=False, default=str)}
 
@@ -89,33 +93,70 @@ def engine_stage(ds, engine_cfg, task_cls, task_kwargs: dict):
 
 
 @contextlib.contextmanager
-def engines_up(engine_cfg):
-    """Around the whole dataset with an engine stage, from before it is created (a dataset
-    keeps the DataContext it was created under): Ray Data waits for the pool's first
-    `min_replicas` (by default forever, silently), then a cluster with no room for one engine,
-    or an engine that cannot load its model, ends the job with one line."""
+def engines_up(*engine_cfgs):
+    """Around the whole dataset with engine stages, from before it is created (a dataset
+    keeps the DataContext it was created under): Ray Data waits for each pool's first
+    `min_replicas` (by default forever, silently); here a line says what it waits for, and a
+    cluster with no room for one engine, or an engine that cannot load its model, ends the
+    job with one line after `start_timeout_s`."""
     import ray
     from ray.data import DataContext
 
     from dataset_builder.llm.base import EngineError
+    cfgs = [c for c in engine_cfgs if c is not None]
+    timeout = max(c.start_timeout_s for c in cfgs)
     ctx = DataContext.get_current()
-    old, ctx.wait_for_min_actors_s = ctx.wait_for_min_actors_s, engine_cfg.start_timeout_s
-    need = {"CPU": engine_cfg.num_cpus, "GPU": engine_cfg.num_gpus}
-    log.info("engine stage: %d..%d replicas of %s, each %s", engine_cfg.min_replicas,
-             engine_cfg.max_replicas, engine_cfg.attach or engine_cfg.model, need)
+    old, ctx.wait_for_min_actors_s = ctx.wait_for_min_actors_s, timeout
+    need = [{"CPU": c.num_cpus, "GPU": c.num_gpus} for c in cfgs if not c.attach]
+    for c in cfgs:
+        log.info("engine stage: %d..%d replicas of %s, each %s", c.min_replicas, c.max_replicas,
+                 c.attach or c.model, "attached" if c.attach else
+                 {"CPU": c.num_cpus, "GPU": c.num_gpus})
+    stop = _watch_start(need, timeout)
     try:
         yield
     except ray.exceptions.GetTimeoutError:
         raise EngineError(
-            f"no engine replica was up after {engine_cfg.start_timeout_s}s: each needs {need}, "
-            f"the cluster has {ray.cluster_resources()} (free: {ray.available_resources()}); "
+            f"no engine replica was up after {timeout}s: each needs {' or '.join(map(str, need))}"
+            f", the cluster has {ray.cluster_resources()} (free: {ray.available_resources()}); "
             "an autoscaling cluster needs a node type that fits (cluster.yaml)") from None
     except ray.exceptions.RayActorError as e:
         cause = str(e).splitlines()
         why = next((x for x in cause if "EngineError" in x), cause[0] if cause else repr(e))
         raise EngineError(f"an engine replica could not start: {why.strip()[:500]}") from None
     finally:
+        stop.set()
         ctx.wait_for_min_actors_s = old
+
+
+def _watch_start(need: list[dict], timeout: float, every: float = 60.0):
+    """A daemon thread that says, every `every` seconds while no engine replica is up, what
+    the job waits for: a pool waiting on an autoscaler (or on a cluster that has no room) is
+    otherwise silent. Returns the Event that stops it."""
+    import threading
+    import time
+
+    import ray
+    stop, t0 = threading.Event(), time.monotonic()
+
+    def up() -> bool:
+        from ray.util.state import list_actors
+        return any("EngineStage" in (a.class_name or "") for a in list_actors(
+            filters=[("state", "=", "ALIVE")], limit=10000, raise_on_missing_output=False))
+
+    def watch():
+        while need and not stop.wait(every):
+            try:
+                if up():
+                    return
+            except Exception:  # noqa: BLE001 -- no state API (Ray without its dashboard)
+                return
+            log.warning("waiting for an engine replica (%.0fs of %ss): each needs %s; free in "
+                        "the cluster: %s", time.monotonic() - t0, timeout,
+                        " or ".join(map(str, need)), ray.available_resources())
+
+    threading.Thread(target=watch, daemon=True, name="engine-start-watch").start()
+    return stop
 
 
 def todo(item: dict) -> dict:

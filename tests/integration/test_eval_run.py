@@ -34,14 +34,16 @@ def demo_judge(ray_local, demo_model):
 
 
 def _overrides(tiny_model, demo_model, out, *extra):
-    return [f"engine.model={tiny_model}", f"judge.model={demo_model}", f"output={out}", *extra]
+    """The session's engines, attached by name: the stages send their rows to them."""
+    return [f"engine.model={tiny_model}", f"judge.model={demo_model}", f"output={out}",
+            "engine.attach=tiny-engine", "judge.attach=eval-demo-judge", *extra]
 
 
 def test_full_run_then_rerun(tiny_engine, demo_judge, tiny_model, demo_model, tmp_path):
     out = tmp_path / "eval"
     cfg = load_config(EvalConfig, TINY_YAML, _overrides(tiny_model, demo_model, out,
                                                         "judge_samples=2"))
-    res = run_eval(cfg, engines=[tiny_engine], judges=[demo_judge])
+    res = run_eval(cfg)
 
     # results.json: what was run, exactly.
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(res))
@@ -100,7 +102,7 @@ def test_full_run_then_rerun(tiny_engine, demo_judge, tiny_model, demo_model, tm
     assert (out / "_config.yaml").exists()
 
     # Rerun: nothing is generated again, judgements come from the cache.
-    res2 = run_eval(cfg, engines=[tiny_engine], judges=[demo_judge])
+    res2 = run_eval(cfg)
     assert res2["run"]["generated"] == 0 and res2["run"]["skipped"] == 3 + 4
     ok_first = c["judge_replicates_ok"]
     assert res2["run"]["judge_calls"] <= (6 - ok_first) * cfg.judge_max_attempts
@@ -132,7 +134,7 @@ def test_unconstrained_judge_failures_are_retried_and_recorded(tiny_engine, demo
     cfg = load_config(EvalConfig, TINY_YAML, _overrides(
         tiny_model, demo_model, out, "judge_constraint=none", "ruler=false", "limit=2",
         "judge_max_tokens=64", "judge_max_attempts=2"))
-    res = run_eval(cfg, engines=[tiny_engine], judges=[demo_judge])
+    res = run_eval(cfg)
     c = res["coverage"]
     assert c["judge_replicates_ok"] + c["judge_replicates_failed"] == 2 == c["generated"]
     js = [json.loads(x) for x in (out / "judgements.jsonl").read_text().splitlines()]
@@ -164,8 +166,9 @@ def test_preference_pairs_from_sampled_and_judged_answers(tiny_engine, demo_judg
     out = tmp_path / "pairs"
     cfg = load_config(PairsConfig, str(REPO / "ray_jobs/configs/pairs_tiny.yaml"), [
         f"model={tiny_model}", f"data={data}", f"output={out}",
-        f"scoring.judge.model={demo_model}", "samples=3"])
-    report = run_pairs(cfg, engines=[tiny_engine], judges=[demo_judge])
+        f"scoring.judge.model={demo_model}", "samples=3", "scoring.engine.attach=tiny-engine",
+        "scoring.judge.attach=eval-demo-judge"])
+    report = run_pairs(cfg)
     assert report["instructions"] == 3 and report["samples"] == 9
     assert report["coverage"]["generated"] == 9 and report["coverage"]["judged"] >= 1
     rejects = storage.read_dataset(str(out / "_rejects")).to_pylist()
@@ -182,9 +185,9 @@ def test_preference_pairs_from_sampled_and_judged_answers(tiny_engine, demo_judg
     assert (out / "report.md").exists() and (out / "lengths.png").read_bytes()[:4] == b"\x89PNG"
 
     before = [ray.get(a.metrics.remote())["requests"] for a in (tiny_engine, demo_judge)]
-    again = run_pairs(cfg, engines=[tiny_engine], judges=[demo_judge])
+    again = run_pairs(cfg)
     after = [ray.get(a.metrics.remote())["requests"] for a in (tiny_engine, demo_judge)]
     assert after[0] == before[0]                                 # no sample generated again
     retried = (9 - report["coverage"]["judged"]) * cfg.scoring.judge_max_attempts
-    assert after[1] - before[1] <= retried + 1   # judged ones are cached (+1: the preflight)
+    assert after[1] - before[1] <= retried       # judged ones are cached
     assert again["pairs"] == report["pairs"]

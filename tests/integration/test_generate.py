@@ -3,6 +3,7 @@
 The Ray Data engine stage here sends its requests to the session's one tiny engine
 (`engine.attach`), so the tests do not start an engine per job; the stage with its own engines,
 autoscaling and node loss run in test_multinode.py."""
+import asyncio
 import json
 
 import pytest
@@ -98,8 +99,10 @@ def test_append_layout_extends_the_plan_conversation(tiny_engine, tiny_model, tm
     block = 128  # vLLM's CPU default; the shared tiny engine sets no block_size
     cfg = _cfg(tiny_model, "unused", tmp_path / "o", "agentwrite.layout=append")
     inst = {"id": "append-layout", "prompt": GOOD[0], "required_words": 3000, "lang": "en"}
-    res = ray.get(tiny_engine.run_instruction.remote(inst, str(tmp_path / "journal"),
-                                                     cfg.agentwrite))
+    from dataset_builder.agentwrite import run_instruction
+    from dataset_builder.llm import RemoteEngine
+    res = asyncio.run(run_instruction(RemoteEngine("tiny-engine"), inst, cfg.agentwrite,
+                                      str(tmp_path / "journal")))
     assert res["status"] == "ok", res
     r = res["record"]
     prompts_, outs, cached = (r["step_prompt_tokens"], r["step_output_tokens"],

@@ -22,7 +22,8 @@ from dataset_builder.curate.dedup import (
     text_key,
     token_hashes,
 )
-from dataset_builder.curate.pipeline import DedupConfig, _dedup_keys_batch, decide_duplicates
+from dataset_builder.curate.pipeline import DedupConfig, decide_duplicates
+from dataset_builder.curate.stages import _dedup_keys_batch
 
 rng = random.Random(11)
 VOCAB = [f"{a}{b}{c}" for a in "bdfgklmnprstvz" for b in "aeiou" for c in "nrstlm"]

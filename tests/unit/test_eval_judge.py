@@ -7,10 +7,11 @@ import json
 
 import pytest
 
-from dataset_builder.llm.base import Completion, EngineError
+from dataset_builder.llm.base import Completion, EngineConfig, EngineError
 from eval import judge as J
+from eval.benchmark import parse_benchmark
 from eval.config import EvalConfig
-from eval.longbench import build_results, parse_benchmark, score_samples
+from eval.longbench import build_results, score_samples
 from eval.scoring import DIMENSIONS
 
 GOOD = {d: 4 for d in DIMENSIONS}
@@ -304,7 +305,7 @@ def test_coverage_denominators_never_hide_failures(tmp_path):
 # ----------------------------------------------------------------------------- generation
 
 def test_generation_failure_is_a_record_and_success_counts_words(tmp_path):
-    from eval.longbench import GenerationStore, generate_one, generation_hash
+    from eval.stages import GenerationStore, generate_one, generation_hash
     cfg = EvalConfig(output=str(tmp_path), max_new_tokens=64)
     item = {"id": "x1", "line": 1, "prompt": "Write 100 words.", "type": "t", "lang": "en",
             "required_length": 100, "bucket": "[0,500)"}
@@ -331,7 +332,11 @@ def test_unrunnable_config_fails_before_any_engine_starts(tmp_path):
     with pytest.raises(ConfigError, match="engine.model is required"):
         run_eval(EvalConfig(output=str(tmp_path)))
     with pytest.raises(ConfigError, match="judge_samples must be >= 1"):
-        run_eval(EvalConfig(output=str(tmp_path), judge_samples=0), engines=[], judges=[])
+        run_eval(EvalConfig(output=str(tmp_path), judge_samples=0, engine=EngineConfig(
+            model="m")))
+    with pytest.raises(ConfigError, match="judge: need 1 <= min_replicas <= max_replicas"):
+        run_eval(EvalConfig(output=str(tmp_path), engine=EngineConfig(model="m"),
+                            judge=EngineConfig(model="j", min_replicas=2, max_replicas=1)))
     with pytest.raises(StorageError, match="input not found"):
         run_eval(EvalConfig(output=str(tmp_path), data_dir=str(tmp_path / "missing"),
                             generate=False, judge_enabled=False))

@@ -37,12 +37,12 @@ def test_bad_rows_become_rejects_with_line_numbers(tmp_path):
     assert len(again) + len(again_rejects) == len(lines)
 
 
-def test_exact_duplicates_dropped_after_normalization():
+def test_ids_hash_the_normalized_prompt():
+    """Exact duplicates share an id after normalization (the generation job keeps the first
+    of each id: test_generation_stage)."""
     rows = [ins.validate({"prompt": p}, i, "s")[0]
             for i, p in enumerate(["Write  ABOUT cats", "write about cats", "dogs"], 1)]
-    kept, dups = ins.drop_exact_duplicates(rows)
-    assert [r["line"] for r in kept] == [1, 3]
-    assert dups[0]["line"] == 2 and dups[0]["reason"] == "duplicate_prompt"
+    assert rows[0]["id"] == rows[1]["id"] != rows[2]["id"]
 
 
 def test_missing_input_is_one_clear_error(tmp_path):

@@ -40,8 +40,11 @@ def test_report_files_and_change(tmp_path):
         "generate": {"wall_s": 10.0, "summary": {"output_tokens_per_s": 99.0,
                                                  "rejects_by_reason": {"language_not_generated": 3}}},
         "curate": {"wall_s": 2.0, "summary": {"rows_out": 5,
-                                              "rejects_by_reason": {"repetition": 1}}}}}
+                                              "rejects_by_reason": {"repetition": 1}}},
+        # a resumed evaluation: 400 tokens generated in this run's 4 s, the rest reused
+        "eval_sft": {"wall_s": 4.0, "summary": {"output_tokens_generated": 400}}}}
     report = write_pipeline_report(out, state)
+    assert report["stages"]["eval_sft"]["summary"]["output_tokens_per_s"] == 100.0
     assert report["change"] == {"mean_words_2k_plus_ratio": 2.91, "S_l_points": 25.0,
                                 "S_q_points": None}
     assert report["dropped"] == {"generate": {"language_not_generated": 3},
