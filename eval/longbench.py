@@ -115,8 +115,15 @@ def _collect(cfg: EvalConfig, work: list[tuple[str, dict]], done: list[dict], co
     gen_tokens = judge_calls = generated = 0
     for kind, item in work:
         d = dict(by_key[(kind, item["id"])])
-        if d["status"] == "reject":  # an exception in the stage: this item's failure
-            d = {**d, "status": "error", "response": None, "error": d.pop("reason")}
+        if d["status"] == "reject":  # an exception in a stage's task
+            reason = d.pop("reason")
+            if d.pop("stage", None) == "judge":  # the response stands; its judging failed
+                d["status"] = "ok"
+                judgements += [{"id": d["id"], "replicate": r, "status": "failed",
+                                "attempts": 0, "cached": False, "errors": [reason]}
+                               for r in range(cfg.judge_samples)]
+            else:
+                d.update(status="error", response=None, error=reason)
         judgements += d.pop("judgements", [])
         judge_calls += d.pop("judge_calls", 0)
         if d.pop("generated", False) and d["status"] == "ok":

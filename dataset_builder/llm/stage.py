@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import uuid
 
 import pyarrow as pa
 
@@ -42,7 +43,7 @@ class EngineStage:
     row statuses it runs on (default "todo"), and `engine_key`, where the replica is recorded
     in the row (default "engine")."""
 
-    def __init__(self, engine_cfg, task_cls, task_kwargs: dict):
+    def __init__(self, engine_cfg, task_cls, task_kwargs: dict, up_key: str = ""):
         import ray
 
         from dataset_builder import library_logging
@@ -50,6 +51,9 @@ class EngineStage:
         library_logging()  # this replica's lines in its Ray worker log
         self.engine = make_engine(engine_cfg)
         self.task = task_cls(**task_kwargs)
+        if up_key:  # tells engines_up's watcher on the driver that a replica is up
+            from ray.experimental.internal_kv import _internal_kv_put
+            _internal_kv_put(up_key, b"1", overwrite=True)
         ctx = ray.get_runtime_context()
         self.where = json.dumps({"node_id": ctx.get_node_id(), "pid": os.getpid()})
         log.info("engine replica up: %s on %s", engine_cfg.attach or engine_cfg.model, self.where)
@@ -85,11 +89,14 @@ def engine_stage(ds, engine_cfg, task_cls, task_kwargs: dict):
     return ds.repartition(target_num_rows_per_block=1).map_batches(
         EngineStage, batch_size=1, batch_format="pyarrow",
         fn_constructor_kwargs={"engine_cfg": engine_cfg, "task_cls": task_cls,
-                               "task_kwargs": task_kwargs},
+                               "task_kwargs": task_kwargs, "up_key": _UP_KEY["key"]},
         compute=ActorPoolStrategy(min_size=lo, max_size=hi,
                                   max_concurrent_calls_per_actor=engine_cfg.in_flight),
         num_cpus=0 if engine_cfg.attach else engine_cfg.num_cpus,
         num_gpus=0 if engine_cfg.attach else engine_cfg.num_gpus)
+
+
+_UP_KEY = {"key": ""}  # set by engines_up on the driver: the key its stages' replicas mark
 
 
 @contextlib.contextmanager
@@ -112,7 +119,8 @@ def engines_up(*engine_cfgs):
         log.info("engine stage: %d..%d replicas of %s, each %s", c.min_replicas, c.max_replicas,
                  c.attach or c.model, "attached" if c.attach else
                  {"CPU": c.num_cpus, "GPU": c.num_gpus})
-    stop = _watch_start(need, timeout)
+    _UP_KEY["key"] = key = f"longwriter-engine-up-{uuid.uuid4().hex}"
+    stop = _watch_start(key, need, timeout)
     try:
         yield
     except ray.exceptions.GetTimeoutError:
@@ -126,34 +134,33 @@ def engines_up(*engine_cfgs):
         raise EngineError(f"an engine replica could not start: {why.strip()[:500]}") from None
     finally:
         stop.set()
+        _UP_KEY["key"] = ""
         ctx.wait_for_min_actors_s = old
 
 
-def _watch_start(need: list[dict], timeout: float, every: float = 60.0):
-    """A daemon thread that says, every `every` seconds while no engine replica is up, what
-    the job waits for: a pool waiting on an autoscaler (or on a cluster that has no room) is
-    otherwise silent. Returns the Event that stops it."""
+def _watch_start(key: str, need: list[dict], timeout: float):
+    """A daemon thread that says, every minute (sooner for a short timeout) while no replica
+    has marked `key`, what the job waits for: a pool waiting on an autoscaler, or on a cluster
+    with no room, is otherwise silent. Returns the Event that stops it."""
     import threading
     import time
 
     import ray
-    stop, t0 = threading.Event(), time.monotonic()
-
-    def up() -> bool:
-        from ray.util.state import list_actors
-        return any("EngineStage" in (a.class_name or "") for a in list_actors(
-            filters=[("state", "=", "ALIVE")], limit=10000, raise_on_missing_output=False))
+    from ray.experimental.internal_kv import _internal_kv_del, _internal_kv_get
+    stop, t0, every = threading.Event(), time.monotonic(), min(60.0, max(timeout / 2, 1.0))
 
     def watch():
-        while need and not stop.wait(every):
-            try:
-                if up():
-                    return
-            except Exception:  # noqa: BLE001 -- no state API (Ray without its dashboard)
-                return
-            log.warning("waiting for an engine replica (%.0fs of %ss): each needs %s; free in "
-                        "the cluster: %s", time.monotonic() - t0, timeout,
-                        " or ".join(map(str, need)), ray.available_resources())
+        try:
+            while need and not stop.wait(every):
+                if _internal_kv_get(key):
+                    break
+                log.warning("waiting for an engine replica (%.0fs of %ss): each needs %s; "
+                            "free in the cluster: %s", time.monotonic() - t0, timeout,
+                            " or ".join(map(str, need)), ray.available_resources())
+            stop.wait()
+            _internal_kv_del(key)
+        except Exception:  # noqa: BLE001 -- Ray shut down under the watcher: nothing to say
+            pass
 
     threading.Thread(target=watch, daemon=True, name="engine-start-watch").start()
     return stop

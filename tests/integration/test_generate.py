@@ -133,7 +133,7 @@ def test_unreachable_store_and_missing_input_fail_fast(tiny_model, tmp_path):
 
 
 def test_no_room_for_an_engine_or_a_broken_model_fails_in_one_line(ray_local, tiny_model,
-                                                                    tmp_path):
+                                                                    tmp_path, caplog):
     from dataset_builder.llm import EngineError
     inp = _input(tmp_path / "in.jsonl")
     cfg = _cfg(tiny_model, inp, tmp_path / "o", "engine.attach=", "engine.num_gpus=1",
@@ -142,6 +142,9 @@ def test_no_room_for_an_engine_or_a_broken_model_fails_in_one_line(ray_local, ti
                                           r"\{'CPU': 1.0, 'GPU': 1.0\}") as err:
         run(cfg)
     assert "\n" not in str(err.value)
+    # while it waited, a line said what for (every minute; here, half the timeout)
+    assert any("waiting for an engine replica" in r.getMessage() and "'GPU': 1.0" in
+               r.getMessage() for r in caplog.records), caplog.text
     broken = tmp_path / "broken-model"
     broken.mkdir()
     (broken / "config.json").write_text('{"model_type": "no_such_architecture"}')

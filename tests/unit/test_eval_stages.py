@@ -80,3 +80,28 @@ def test_json_store_reads_damaged_documents_as_missing(tmp_path):
     assert s.get("abef") is None and s.get("zz") is None
     assert s.items() == ({"abcd": {"x": 1}}, 1)
     assert storage.JsonStore(str(tmp_path / "none")).items() == ({}, 0)
+
+
+def test_collect_keeps_a_response_whose_judging_raised(tmp_path):
+    """A task exception is that row's reject: in generation the item failed; in judging the
+    response stands and every replicate is a failed judgement with the reason (counted)."""
+    from eval.longbench import _collect
+    cfg = _cfg(tmp_path, judge_samples=2)
+    work = [("lbw", {"id": "a"}), ("lbw", {"id": "b"}), ("ruler", {"id": "a"})]
+    done = [
+        {"id": "a", "kind": "lbw", "status": "reject", "stage": "judge", "response": "text",
+         "output_tokens": 7, "generated": True, "reason": "internal_error: KeyError: x"},
+        {"id": "b", "kind": "lbw", "status": "reject", "stage": "generate",
+         "reason": "internal_error: ValueError: y"},
+        {"id": "a", "kind": "ruler", "status": "ok", "response": "r", "output_tokens": 3,
+         "generated": True},
+    ]
+    out = _collect(cfg, work, done, {"skipped": 0, "stale_generations": 0}, 1.0)
+    a, b = out["samples"]
+    assert (a["status"], a["response"]) == ("ok", "text")
+    assert (b["status"], b["response"], b["error"]) == ("error", None,
+                                                        "internal_error: ValueError: y")
+    assert [(j["id"], j["replicate"], j["status"]) for j in out["judgements"]] == [
+        ("a", 0, "failed"), ("a", 1, "failed")]
+    assert out["ruler"] == [{"id": "a", "status": "ok", "response": "r", "output_tokens": 3}]
+    assert out["stats"]["generated"] == 2 and out["stats"]["output_tokens_generated"] == 10
