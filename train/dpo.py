@@ -174,25 +174,10 @@ def dpo_worker(config: dict) -> None:
         export(cfg, final, trainer.state.log_history, resume, config["manifest"])
 
 
-def _plot(history: list[dict], path: str) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    steps = [h for h in history if "loss" in h and "rewards/margins" in h]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
-    for ax, key in zip(axes, ("loss", "rewards/margins", "rewards/accuracies")):
-        ax.plot([h["step"] for h in steps], [h[key] for h in steps])
-        ax.set_xlabel("optimizer step")
-        ax.set_title(key)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
 def export(cfg: DPOTrainConfig, model_dir: str, history: list[dict], resumed: str | None,
            extra: dict) -> dict:
     """Model directory, metrics.jsonl, report.md + curves.png, then the manifest (last)."""
-    from train.export import publish_model
+    from train.export import plot_curves, publish_model
     out = cfg.output.rstrip("/")
     steps = [h for h in history if "rewards/accuracies" in h]
     final = {k: steps[-1].get(k) for k in ("step", "loss", "rewards/margins",
@@ -201,7 +186,8 @@ def export(cfg: DPOTrainConfig, model_dir: str, history: list[dict], resumed: st
         final["first_accuracy"] = steps[0]["rewards/accuracies"]
     with tempfile.TemporaryDirectory() as tmp:
         files = publish_model(cfg, model_dir, tmp)
-        _plot(history, os.path.join(tmp, "curves.png"))
+        plot_curves(history, os.path.join(tmp, "curves.png"),
+                    ("loss", "rewards/margins", "rewards/accuracies"))
         storage.write_bytes_atomic(storage.join(out, "curves.png"),
                                    open(os.path.join(tmp, "curves.png"), "rb").read(), cfg.storage)
     storage.write_bytes_atomic(storage.join(out, "metrics.jsonl"), "".join(

@@ -22,15 +22,19 @@ MODEL_FILES = (".safetensors", ".json")
 SKIP = {"state.json", "optimizer.pt", "scheduler.pt", "_COMMITTED"}
 
 
-def _plot(history: list[dict], path: str) -> None:
+def plot_curves(history: list[dict], path: str, keys: tuple[str, ...] = ("loss",),
+                labels: dict | None = None) -> None:
+    """One panel per metric over optimizer steps (SFT: the loss; DPO: loss, reward margin and
+    accuracy), from the log entries that have them all."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([h["step"] for h in history], [h["loss"] for h in history])
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss (mean NLL per target token)")
-    ax.set_title("SFT loss")
+    steps = [h for h in history if all(k in h for k in keys)]
+    fig, axes = plt.subplots(1, len(keys), figsize=(2 + 4 * len(keys), 3.5), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        ax.plot([h["step"] for h in steps], [h[key] for h in steps])
+        ax.set_xlabel("optimizer step")
+        ax.set_title((labels or {}).get(key, key))
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -90,7 +94,8 @@ def export(cfg, ckpt_dir: str, state: dict, extra: dict) -> dict:
         storage.write_bytes_atomic(storage.join(out, "metrics.jsonl"), metrics.encode(),
                                    cfg.storage)
         if state["history"]:
-            _plot(state["history"], os.path.join(tmp, "loss.png"))
+            plot_curves(state["history"], os.path.join(tmp, "loss.png"),
+                        labels={"loss": "SFT loss (mean NLL per target token)"})
             storage.write_bytes_atomic(storage.join(out, "loss.png"),
                                        open(os.path.join(tmp, "loss.png"), "rb").read(),
                                        cfg.storage)
