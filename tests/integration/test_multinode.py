@@ -63,6 +63,7 @@ if __name__ == "__main__":
     while job.is_alive() and (len(replicas()) < 2 or len(steps(journal)) < 12):
         time.sleep(0.2)
     alive = job.is_alive()
+    held = sorted({a["Address"]["NodeID"] for a in replicas()})  # nodes with a replica up
     timeline.append([round(time.time() - t0, 1), f"{len(steps(journal))} steps journaled, "
                      "removing a worker node"])
     cluster.remove_node(workers[0], allow_graceful=False)
@@ -75,6 +76,7 @@ if __name__ == "__main__":
     after = steps(journal)
     print("RESULT " + json.dumps({"stats": result, "alive_when_killed": alive,
         "journaled_at_kill": len(before), "timeline": timeline,
+        "replica_nodes_at_kill": held, "killed_node": workers[0].node_id,
         "rewritten": [p for p in before if after.get(p) != before[p]]}))
     ray.shutdown()
     cluster.shutdown()
@@ -140,7 +142,10 @@ def test_node_lost_mid_run_every_id_once_and_no_step_regenerated(tiny_model, tmp
     assert stats["rows_in_output"] == len(gens) >= n - 2
     assert res["journaled_at_kill"] >= 12 and res["rewritten"] == []  # no step generated twice
     assert stats["resumed_steps"] > 0  # rows lost with the node went on from their journal
-    assert len({e["node_id"] for e in stats["engines"]}) >= 2
+    # The removed node held one of the two replicas (which replica finishes which rows after
+    # that is the scheduler's business: on a slow machine the survivor may finish them all).
+    assert len(res["replica_nodes_at_kill"]) == 2
+    assert res["killed_node"] in res["replica_nodes_at_kill"]
 
 
 AUTOSCALER_YAML = """cluster_name: fake-gpu
