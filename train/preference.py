@@ -147,8 +147,8 @@ def _stats(v: list[float]) -> dict:
     if not v:
         return {"n": 0}
     v = sorted(v)
-    return {"n": len(v), "mean": round(sum(v) / len(v), 2), "min": v[0],
-            "median": v[len(v) // 2], "max": v[-1]}
+    return {"n": len(v), **{k: round(x, 2) for k, x in (
+        ("mean", sum(v) / len(v)), ("min", v[0]), ("median", v[len(v) // 2]), ("max", v[-1]))}}
 
 
 def _report(cfg, scored, pairs, rejects, results) -> dict:
