@@ -22,7 +22,7 @@ plan step leaves in a real run: each instruction's plan prompt and the plan's ge
 All of them use one engine, an EngineActor in a local Ray: the job's engine stage reaches it
 with `engine.attach`, the others from the driver, so every scheduler sees the same engine.
 Prints a table; the last line is one JSON object. Also writes out/benchmarks/agentwrite.json.
-The default run takes about 34 minutes on 2 CPU cores (~44k output tokens per scheduler).
+The default run takes about 40 minutes on 2 CPU cores (~40k output tokens per scheduler).
 What bounds the ratios there: prefill and long-context attention cost the same under every
 scheduler and only decoding gains from batching, so the replay ceiling itself is only ~1.6x
 reference and ~1.1x round scheduling on this machine (2026-11-25); see README "Benchmarks".
