@@ -154,7 +154,8 @@ async def _job(engine, rows, plans, cfg, args, warm) -> tuple[dict, list]:
             "written": stats["written_this_run"]}, calls
 
 
-async def _pipeline(rows, plans, cfg, in_flight):
+async def _loop(rows, plans, cfg, in_flight):
+    """Driver-loop scheduling: `in_flight` instructions at once, each walked step by step."""
     journal = _seed_journal(rows, plans)
     sem = asyncio.Semaphore(in_flight)
 
@@ -214,10 +215,10 @@ async def main(args) -> dict:
     results["replay"], _ = await _timed(engine, lambda e: asyncio.gather(
         *(e.chat(m, s) for m, s in write_calls)), warm)
     if "loop" in args.only:  # the job's scheduling without Ray Data: what the job itself costs
-        results["loop"], _ = await _timed(engine, await _pipeline(rows, plans, cfg, args.in_flight),
+        results["loop"], _ = await _timed(engine, await _loop(rows, plans, cfg, args.in_flight),
                                           warm)
     if "reference" in args.only:
-        results["reference"], _ = await _timed(engine, await _pipeline(rows, plans, cfg, 8),
+        results["reference"], _ = await _timed(engine, await _loop(rows, plans, cfg, 8),
                                                warm)
     if "round" in args.only:
         results["round"], _ = await _timed(engine, await _round(rows, plans, cfg), warm)

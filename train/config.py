@@ -124,7 +124,8 @@ class DPOTrainConfig:
     num_workers: int = field(2, help="Ray Train workers (data parallel); 0 runs in this "
                              "process without Ray.")
     use_gpu: bool = field(False, help="One GPU per worker.")
-    cpus_per_worker: int = field(1, help="CPUs per worker.")
+    cpus_per_worker: int = field(1, help="CPUs per worker (also its torch threads: Ray sets "
+                                 "OMP_NUM_THREADS from them).")
     save_every: int = field(50, help="Checkpoint every N optimizer steps (and at the end).")
     keep_checkpoints: int = field(2, help="Checkpoints kept on storage (the last N).")
     max_failures: int = field(3, help="Worker-group restarts from the last checkpoint before "
