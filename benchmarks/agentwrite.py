@@ -154,9 +154,13 @@ async def _job(engine, rows, plans, cfg, args, warm) -> tuple[dict, list]:
             "written": stats["written_this_run"]}, calls
 
 
-async def _loop(rows, plans, cfg, in_flight):
-    """Driver-loop scheduling: `in_flight` instructions at once, each walked step by step."""
+async def _loop(rows, plans, cfg, in_flight, longest_first=False):
+    """Driver-loop scheduling: `in_flight` instructions at once, each walked step by step;
+    longest_first: started in the job's order (generation._send_order: every row here states
+    its length), else in input order."""
     journal = _seed_journal(rows, plans)
+    if longest_first:
+        rows = sorted(rows, key=lambda r: -r["required_words"])
     sem = asyncio.Semaphore(in_flight)
 
     async def one(rec, r):
@@ -215,8 +219,8 @@ async def main(args) -> dict:
     results["replay"], _ = await _timed(engine, lambda e: asyncio.gather(
         *(e.chat(m, s) for m, s in write_calls)), warm)
     if "loop" in args.only:  # the job's scheduling without Ray Data: what the job itself costs
-        results["loop"], _ = await _timed(engine, await _loop(rows, plans, cfg, args.in_flight),
-                                          warm)
+        results["loop"], _ = await _timed(
+            engine, await _loop(rows, plans, cfg, args.in_flight, longest_first=True), warm)
     if "reference" in args.only:
         results["reference"], _ = await _timed(engine, await _loop(rows, plans, cfg, 8),
                                                warm)

@@ -59,6 +59,9 @@ class GenerateConfig:
         "replica died under it each time) before it is rejected as engine_lost.")
     commit_every: int = field(16, help="Rows per output part (Datasink min_rows_per_write).")
     retry_rejects: bool = field(False, help="Retry instructions rejected by an earlier run.")
+    longest_first: bool = field(True, help="Send the instructions that ask for the most words "
+        "first (those with no stated length before all others): a long instruction started "
+        "last keeps one replica busy alone at the end of the job. False: input order.")
     progress: bool = field(True, help="Show Ray Data's progress bars.")
     engine: EngineConfig = field(default_factory=EngineConfig, help="The LLM engine.")
     agentwrite: AgentWriteConfig = field(default_factory=AgentWriteConfig, help="AgentWrite.")
@@ -155,20 +158,33 @@ def _decide(rows: list[dict], done: set, recorded: set, cfg: GenerateConfig) -> 
     return out
 
 
-def _apply(batch, decisions: dict):
-    """Ray Data map_batches: each row as decided on the driver; skipped rows drop out."""
+def _send_order(rows: list[dict], decisions: dict, longest_first: bool) -> dict:
+    """(file, line) -> rank of each "todo" row in the engine stage's queue. Longest first is
+    the classic makespan rule (LPT): the rows that run longest start while the pool is full,
+    and the short ones fill the gaps at the end. A row with no stated length (the LLM
+    estimates it in the stage) may be as long as any, so it goes before all of them."""
+    todo = [r for r in rows if decisions[(r["file"], r["line"])] == "todo"]
+    if longest_first:
+        todo.sort(key=lambda r: -(r.get("required_words") or float("inf")))
+    return {(r["file"], r["line"]): i for i, r in enumerate(todo)}
+
+
+def _apply(batch, decisions: dict, order: dict):
+    """Ray Data map_batches: each row as decided on the driver, with its rank in the engine
+    stage's queue (`order`; 0 for rows that do not go there); skipped rows drop out."""
     import pyarrow as pa
 
     from dataset_builder.llm.stage import ROW, reject_row
     out = []
     for row in batch.to_pylist():
         item = json.loads(row["payload"])
-        d = decisions[(item["file"], item["line"])]
+        key = (item["file"], item["line"])
+        d = decisions[key]
         if d in ("todo", "keep"):
-            out.append(row)
+            out.append({**row, "rank": order.get(key, 0)})
         elif d not in ("skip", "later"):
-            out.append(reject_row(item, *d))
-    return pa.Table.from_pylist(out, schema=ROW)
+            out.append({**reject_row(item, *d), "rank": 0})
+    return pa.Table.from_pylist(out, schema=ROW.append(pa.field("rank", pa.int64())))
 
 
 def _summary(item: dict, status: str) -> dict:
@@ -229,13 +245,18 @@ def _run(cfg: GenerateConfig) -> dict:
     decisions = _decide(rows, done, recorded, cfg)
     n_todo = sum(d == "todo" for d in decisions.values())
     run_id = uuid.uuid4().hex[:12]  # names this run's parts and scopes its attempt counts
-    ds = ds.map_batches(_apply, batch_format="pyarrow", fn_kwargs={"decisions": decisions})
+    order = _send_order(rows, decisions, cfg.longest_first)
+    ds = ds.map_batches(_apply, batch_format="pyarrow",
+                        fn_kwargs={"decisions": decisions, "order": order})
     if n_todo:  # no engine starts when nothing is left to generate
         task = {"cfg": cfg, "journal_uri": storage.join(out, "_journal"),
                 "run_id": run_id}
         from ray.data.expressions import col
-        ds = engine_stage(ds.filter(expr=col("status") == "todo"), cfg.engine, AgentWriteTask,
-                          task).union(ds.filter(expr=col("status") != "todo"))
+        queue = ds.filter(expr=col("status") == "todo").sort("rank")  # all-to-all; input is materialized
+        ds = engine_stage(queue, cfg.engine, AgentWriteTask, task).union(
+            ds.filter(expr=col("status") != "todo").drop_columns(["rank"]))
+    else:
+        ds = ds.drop_columns(["rank"])
     chash, model = config_hash(cfg), cfg.engine.model
     sink = ManifestSink(
         {"ok": Output(gen_uri, records.GENERATION,

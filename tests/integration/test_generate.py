@@ -91,6 +91,26 @@ def test_bad_input_rerun_and_resume_local(tiny_engine, tiny_model, tmp_path, mon
     assert resumed["resumed_steps"] == sum(len(x["paragraphs"]) + 1 for x in gens)
 
 
+def test_longest_instructions_go_to_the_engines_first(tiny_engine, tiny_model, tmp_path):
+    """One row in flight: the order in which the stage starts rows (each row's first journal
+    write) is longest stated length first, input order with longest_first=false."""
+    words = [2000, 6000, 3000, 4500]
+    lines = [json.dumps({"prompt": f"Write a {w}-word essay on canal number {i}."})
+             for i, w in enumerate(words)]
+    (tmp_path / "in.jsonl").write_text("\n".join(lines))
+
+    def started(*extra):
+        out = tmp_path / f"o{len(extra)}"
+        run(_cfg(tiny_model, tmp_path / "in.jsonl", out, "engine.in_flight=1", *extra))
+        gens = {g["id"]: g["required_words"]
+                for g in storage.read_dataset(f"{out}/generations").to_pylist()}
+        assert len(gens) == len(words)
+        first = {i: (out / "_journal" / i / "attempts.json").stat().st_mtime_ns for i in gens}
+        return [gens[i] for i in sorted(gens, key=first.get)]
+    assert started() == [6000, 4500, 3000, 2000]
+    assert started("longest_first=false") == words
+
+
 def test_append_layout_extends_the_plan_conversation(tiny_engine, tiny_model, tmp_path):
     """layout=append on the real engine: step 1 is a short turn after the plan the model just
     wrote, and each later step a short turn after the previous paragraph. The earlier turns go

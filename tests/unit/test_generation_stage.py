@@ -6,7 +6,7 @@ import asyncio
 import json
 
 from dataset_builder.config import load_config
-from dataset_builder.generation import AgentWriteTask, GenerateConfig, _decide
+from dataset_builder.generation import AgentWriteTask, GenerateConfig, _decide, _send_order
 from dataset_builder.llm import Completion
 from dataset_builder.llm.stage import EngineStage, todo
 from tests.unit.test_agentwrite_faults import PLAN
@@ -54,6 +54,17 @@ class Scripted:
 def _inst(words=None):
     return {"id": "i1", "prompt": "Write an essay on rivers.", "lang": "en", "source": "t",
             "required_words": words, "line": 3, "file": "f.jsonl"}
+
+
+def test_send_order_is_longest_first_with_unknown_lengths_before_all(tmp_path):
+    rows = [_row(1, "a", 3000), _row(2, "b"), _row(3, "c", 9000), _row(4, "d", 3000),
+            _row(5, "e", 100), _row(6, "f", 5000)]
+    d = _decide(rows, {"f"}, set(), _cfg(tmp_path))  # e: too short, f: done earlier
+    assert d[("f.jsonl", 5)] != "todo" and d[("f.jsonl", 6)] == "skip"
+    order = _send_order(rows, d, longest_first=True)
+    assert sorted(order, key=order.get) == [("f.jsonl", n) for n in (2, 3, 1, 4)]  # ties: input
+    order = _send_order(rows, d, longest_first=False)
+    assert sorted(order, key=order.get) == [("f.jsonl", n) for n in (1, 2, 3, 4)]
 
 
 def test_task_estimates_then_writes_and_rejects_a_low_estimate(tmp_path):
