@@ -252,7 +252,8 @@ def _run(cfg: GenerateConfig) -> dict:
         task = {"cfg": cfg, "journal_uri": storage.join(out, "_journal"),
                 "run_id": run_id}
         from ray.data.expressions import col
-        queue = ds.filter(expr=col("status") == "todo").sort("rank")  # all-to-all; input is materialized
+        # sort: an all-to-all, cheap here (the input is materialized, rows are instructions)
+        queue = ds.filter(expr=col("status") == "todo").sort("rank")
         ds = engine_stage(queue, cfg.engine, AgentWriteTask, task).union(
             ds.filter(expr=col("status") != "todo").drop_columns(["rank"]))
     else:

@@ -73,8 +73,11 @@ class EngineConfig:
         "min_size). On an autoscaling cluster 1 starts the job on the first node that fits.")
     max_replicas: int = field(1, help="Engine stage: most replicas (max_size); the pool grows "
         "toward it while rows queue and the autoscaler adds the nodes (cluster.yaml bounds).")
-    in_flight: int = field(64, help="Engine stage: rows in flight per replica (whole "
-        "AgentWrite instructions, judge requests); keep >= max_num_seqs so the batch stays full.")
+    in_flight: int = field(128, help="Engine stage: rows in flight per replica (whole "
+        "AgentWrite instructions, judge requests). For a vllm engine keep it equal to "
+        "max_num_seqs: fewer leaves batch slots empty; more makes rows wait in the engine's "
+        "queue while their cached prefixes are evicted (192 rows on a 128-sequence CPU engine: "
+        "write-step prefix hit 58.6% instead of 78.2%, 0.59x the replay ceiling instead of 0.84x).")
     start_timeout_s: int = field(1800, help="Engine stage: how long the job waits for its "
         "first min_replicas to be up (an autoscaler starting GPU nodes, model downloads) "
         "before it fails with one line naming the resources it asked for.")
