@@ -15,7 +15,8 @@ plan step leaves in a real run: each instruction's plan prompt and the plan's ge
   replay     the exact write requests the pipeline sent (rebuilt from its journal), all at
              once, no dependencies (the ceiling)
   loop       the same whole-instruction scheduling as a driver loop (in_flight instructions at
-             once, no Ray Data): pipeline vs loop is the cost of the job around the scheduling
+             once, longest first as in the job, no Ray Data): pipeline vs loop is the cost of
+             the job around the scheduling
   reference  the original AgentWrite loop: 8 workers, each walks one instruction step by step
   round      one pass per step with a barrier between steps (stage-per-step pipelines)
   append     the pipeline (the job) again with layout=append (prefix reuse only)
