@@ -157,11 +157,11 @@ async def _job(engine, rows, plans, cfg, args, warm) -> tuple[dict, list]:
 
 async def _loop(rows, plans, cfg, in_flight, longest_first=False):
     """Driver-loop scheduling: `in_flight` instructions at once, each walked step by step;
-    longest_first: started in the job's order (generation._send_order: every row here states
-    its length), else in input order."""
+    longest_first: started in the job's order, else in input order."""
+    from dataset_builder.generation import longest_first_key
     journal = _seed_journal(rows, plans)
     if longest_first:
-        rows = sorted(rows, key=lambda r: -r["required_words"])
+        rows = sorted(rows, key=longest_first_key)
     sem = asyncio.Semaphore(in_flight)
 
     async def one(rec, r):

@@ -165,8 +165,13 @@ def _send_order(rows: list[dict], decisions: dict, longest_first: bool) -> dict:
     estimates it in the stage) may be as long as any, so it goes before all of them."""
     todo = [r for r in rows if decisions[(r["file"], r["line"])] == "todo"]
     if longest_first:
-        todo.sort(key=lambda r: -(r.get("required_words") or float("inf")))
+        todo.sort(key=longest_first_key)
     return {(r["file"], r["line"]): i for i, r in enumerate(todo)}
+
+
+def longest_first_key(row: dict) -> float:
+    """Sort key of the send order: the most required words first, unknown lengths before all."""
+    return -(row.get("required_words") or float("inf"))
 
 
 def _apply(batch, decisions: dict, order: dict):
@@ -243,9 +248,9 @@ def _run(cfg: GenerateConfig) -> dict:
         "id", "file", "line", "lang", "required_words", "required_words_source")}
         | {"status": r["status"]}).take_all()
     decisions = _decide(rows, done, recorded, cfg)
-    n_todo = sum(d == "todo" for d in decisions.values())
-    run_id = uuid.uuid4().hex[:12]  # names this run's parts and scopes its attempt counts
     order = _send_order(rows, decisions, cfg.longest_first)
+    n_todo = len(order)
+    run_id = uuid.uuid4().hex[:12]  # names this run's parts and scopes its attempt counts
     ds = ds.map_batches(_apply, batch_format="pyarrow",
                         fn_kwargs={"decisions": decisions, "order": order})
     if n_todo:  # no engine starts when nothing is left to generate
