@@ -50,6 +50,7 @@ from dataset_builder.agentwrite import (
 )
 from dataset_builder.llm import EngineConfig, RemoteEngine
 from dataset_builder.llm.base import Sampling
+from dataset_builder.llm.batch_stats import fill
 from dataset_builder.text import stable_id
 
 ENGINE = "bench-engine"
@@ -101,19 +102,23 @@ class Engine(RemoteEngine):
     async def reset_prefix_cache(self) -> None:
         await self.actor.reset_prefix_cache.remote()
 
+    async def batch(self) -> dict:
+        return (await self.actor.metrics.remote())["batch"]
+
 
 async def _timed(engine, coro_fn, warm):
     await engine.reset_prefix_cache()
     await warm()
     rec = Recorder(engine)
-    t0 = time.perf_counter()
+    b0, t0 = await engine.batch(), time.perf_counter()
     await coro_fn(rec)
     wall = time.perf_counter() - t0
+    batch = fill(b0, await engine.batch())
     out = sum(c.output_tokens for _, _, c in rec.calls)
     prompt = sum(c.prompt_tokens for _, _, c in rec.calls)
     cached = sum(c.cached_tokens for _, _, c in rec.calls)
     return {"seconds": wall, "output_tokens": out, "requests": len(rec.calls),
-            "tok_s": out / wall, "prefix_hit_rate": cached / max(prompt, 1)}, rec
+            "tok_s": out / wall, "prefix_hit_rate": cached / max(prompt, 1), **batch}, rec
 
 
 def _seed_journal(rows, plans, d: str | None = None) -> str:
@@ -138,9 +143,10 @@ async def _job(engine, rows, plans, cfg, args, warm) -> tuple[dict, list]:
                             in_flight=args.in_flight))
     await engine.reset_prefix_cache()
     await warm()
-    t0 = time.perf_counter()
+    b0, t0 = await engine.batch(), time.perf_counter()
     stats = await asyncio.to_thread(run, gcfg)
     wall = time.perf_counter() - t0
+    batch = fill(b0, await engine.batch())
     from dataset_builder import storage
     recs = storage.read_dataset(f"{out}/out/generations").to_pylist()
     out_tok = sum(sum(r["step_output_tokens"][1:]) for r in recs)
@@ -152,7 +158,7 @@ async def _job(engine, rows, plans, cfg, args, warm) -> tuple[dict, list]:
                           step_sampling(w["words"], cfg, _seed(cfg, r["id"], k, 0))))
     return {"seconds": wall, "output_tokens": out_tok, "requests": stats["generated_steps"],
             "tok_s": out_tok / wall, "prefix_hit_rate": stats["prefix_hit_rate_write_steps"],
-            "written": stats["written_this_run"]}, calls
+            "written": stats["written_this_run"], **batch}, calls
 
 
 async def _loop(rows, plans, cfg, in_flight, longest_first=False):
@@ -194,7 +200,8 @@ async def main(args) -> dict:
 
     args.model = args.model or str(demo_model())
     ecfg = EngineConfig(model=args.model, max_model_len=4096, max_num_seqs=args.max_num_seqs,
-                        cpu_kvcache_gib=4, block_size=args.block_size)
+                        cpu_kvcache_gib=args.kv_gib, block_size=args.block_size,
+                        batch_stats=True)
     init_ray()
     actors = start_engines(ecfg, 1, name=ENGINE)  # noqa: F841 (the handle keeps it alive)
     engine = Engine(ENGINE)
@@ -235,10 +242,12 @@ async def main(args) -> dict:
 
 
 def _report(results: dict, n: int) -> dict:
-    print(f"{'scheduler':<10} {'seconds':>8} {'requests':>8} {'out tok':>8} {'tok/s':>8} {'prefix hit':>10}")
+    print(f"{'scheduler':<10} {'seconds':>8} {'requests':>8} {'out tok':>8} {'tok/s':>8} "
+          f"{'prefix hit':>10} {'batch fill':>10} {'queued':>7} {'KV used':>7} {'preempt':>7}")
     for name, r in results.items():
         print(f"{name:<10} {r['seconds']:>8.1f} {r['requests']:>8} {r['output_tokens']:>8} "
-              f"{r['tok_s']:>8.1f} {r['prefix_hit_rate']:>10.2%}")
+              f"{r['tok_s']:>8.1f} {r['prefix_hit_rate']:>10.2%} {r['batch_fill']:>10.1%} "
+              f"{r['queued_share']:>7.1%} {r['kv_usage_mean']:>7.1%} {r['preemptions']:>7}")
     p = results["pipeline"]["tok_s"]
     summary = {
         **{f"pipeline_vs_{k}": round(p / results[k]["tok_s"], 3)
@@ -249,6 +258,7 @@ def _report(results: dict, n: int) -> dict:
            if "append" in results else {}),
         "instructions": n, "output_tokens": results["pipeline"]["output_tokens"],
         "tok_s": {k: round(v["tok_s"], 1) for k, v in results.items()},
+        "batch_fill": {k: round(v["batch_fill"], 3) for k, v in results.items()},
     }
     os.makedirs("out/benchmarks", exist_ok=True)
     with open("out/benchmarks/agentwrite.json", "w") as f:
@@ -267,6 +277,7 @@ if __name__ == "__main__":
     ap.add_argument("--max-words", type=int, default=100, help="largest step budget (tokens)")
     ap.add_argument("--max-num-seqs", type=int, default=128)
     ap.add_argument("--in-flight", type=int, default=128)
+    ap.add_argument("--kv-gib", type=int, default=4, help="CPU KV cache (GiB)")
     ap.add_argument("--block-size", type=int, default=32, help="KV block size (prefix-cache grain)")
     ap.add_argument("--only", default="pipeline,replay,loop,reference,round,append",
                     type=lambda v: set(v.split(",")), help="schedulers to run (pipeline and "

@@ -53,7 +53,7 @@ def ray_local(moto_s3):
 def tiny_engine_cfg(tiny_model):
     from dataset_builder.llm import EngineConfig
     return EngineConfig(model=tiny_model, max_model_len=4096, max_num_seqs=64, cpu_kvcache_gib=2,
-                        num_cpus=1)
+                        num_cpus=1, batch_stats=True)
 
 
 @pytest.fixture(scope="session")

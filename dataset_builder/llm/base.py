@@ -78,6 +78,9 @@ class EngineConfig:
         "max_num_seqs: fewer leaves batch slots empty; more makes rows wait in the engine's "
         "queue while their cached prefixes are evicted (192 rows on a 128-sequence CPU engine: "
         "write-step prefix hit 58.6% instead of 78.2%, 0.59x the replay ceiling instead of 0.84x).")
+    batch_stats: bool = field(False, help="vllm: count how full the engine's batch was (mean "
+        "running sequences / max_num_seqs over the time it had work, waiting share, KV usage, "
+        "preemptions; llm/batch_stats.py) into the engine's metrics and the job's stats.")
     start_timeout_s: int = field(1800, help="Engine stage: how long the job waits for its "
         "first min_replicas to be up (an autoscaler starting GPU nodes, model downloads) "
         "before it fails with one line naming the resources it asked for.")

@@ -53,8 +53,13 @@ class VLLMEngine:
             structured_outputs_config=StructuredOutputsConfig(backend="xgrammar",
                                                               disable_any_whitespace=True),
         )
+        loggers, self.batch = [], None
+        if cfg.batch_stats:
+            from dataset_builder.llm.batch_stats import BatchStats
+            batch = self.batch = BatchStats(max_num_seqs=cfg.max_num_seqs)
+            loggers = [lambda vllm_config, engine_index: batch]
         try:
-            self.engine = AsyncLLM.from_engine_args(args)
+            self.engine = AsyncLLM.from_engine_args(args, stat_loggers=loggers or None)
         except Exception as e:
             raise EngineError(f"vLLM could not start with model {cfg.model!r}: "
                               f"{type(e).__name__}: {e}") from None
@@ -112,6 +117,8 @@ class VLLMEngine:
     def metrics(self) -> dict:
         m = dict(self.stats)
         m["prefix_hit_rate"] = m["cached_tokens"] / m["prompt_tokens"] if m["prompt_tokens"] else 0.0
+        if self.batch:
+            m["batch"] = self.batch.snapshot()
         return m
 
     async def reset_prefix_cache(self) -> None:

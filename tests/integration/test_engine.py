@@ -38,6 +38,27 @@ def test_prefix_cache_hits_on_shared_prefix(tiny_engine):
     assert m["requests"] >= 2 and m["cached_tokens"] > 0 and 0 < m["prefix_hit_rate"] <= 1
 
 
+def test_batch_stats_tell_a_full_batch_from_one_request_at_a_time(tiny_engine):
+    """The engine's batch fill (llm/batch_stats.py) follows the requests it had at once:
+    8 together fill 8 of the 64 slots, one after another 1 of 64."""
+    from dataset_builder.llm.batch_stats import fill
+    forced = Sampling(max_tokens=48, min_tokens=48, ignore_eos=True)
+
+    def run(concurrent: bool) -> dict:
+        before = ray.get(tiny_engine.metrics.remote())["batch"]
+        if concurrent:
+            ray.get([tiny_engine.chat.remote(MSG, forced) for _ in range(8)])
+        else:
+            for _ in range(8):
+                ray.get(tiny_engine.chat.remote(MSG, forced))
+        return fill(before, ray.get(tiny_engine.metrics.remote())["batch"])
+    one, eight = run(False), run(True)
+    assert one["steps"] >= 8 * 40 and eight["steps"] >= 40
+    assert one["batch_fill"] == pytest.approx(1 / 64, rel=0.15)
+    assert 4 / 64 < eight["batch_fill"] <= 8 / 64 * 1.05
+    assert one["preemptions"] == eight["preemptions"] == 0 and 0 < eight["kv_usage_mean"] < 1
+
+
 def test_prompt_over_context_is_a_clear_error(tiny_engine):
     huge = [{"role": "user", "content": "word " * 5000}]
     with pytest.raises(EngineError, match="prompt_too_long"):
