@@ -27,6 +27,7 @@ from dataset_builder import prompts, records, selection, storage
 from dataset_builder.agentwrite import AgentWriteConfig, Journal, run_instruction
 from dataset_builder.config import config_hash, field, to_dict
 from dataset_builder.llm.base import EngineConfig, EngineError, Sampling
+from dataset_builder.llm.batch_stats import fill
 from dataset_builder.llm.stage import engine_stage, engines_up
 from dataset_builder.sink import ManifestSink, Output, merge_commits
 
@@ -194,11 +195,11 @@ def _apply(batch, decisions: dict, order: dict):
 
 def _summary(item: dict, status: str) -> dict:
     """What the driver's stats need of each row (sink write returns; no text)."""
+    where = {"engine": item.get("engine"), "engine_batch": item.get("engine_batch")}
     if status != "ok":
-        return {"status": status, "stage": item["stage"], "reason": item["reason"],
-                "engine": item.get("engine")}
+        return {"status": status, "stage": item["stage"], "reason": item["reason"], **where}
     rec = item["record"]
-    return {"status": "ok", "engine": item.get("engine"),
+    return {"status": "ok", **where,
             **{k: rec[k] for k in ("resumed_steps", "step_prompt_tokens", "step_cached_tokens",
                                    "step_output_tokens", "response_words")},
             "paragraphs": len(rec["paragraphs"])}
@@ -308,16 +309,21 @@ class Stats:
 
 
 def _engines(summaries: list[dict], wall: float) -> list[dict]:
-    """Per engine replica (node, pid): rows finished there and their output tokens."""
+    """Per engine replica (node, pid): rows finished there and their output tokens; with
+    engine.batch_stats, how full its batch was (from the latest counters a row brought back)."""
     by: dict[str, dict] = {}
     for x in summaries:
         if x.get("engine"):
             e = by.setdefault(x["engine"], {**json.loads(x["engine"]), "rows": 0,
-                                            "output_tokens": 0})
+                                            "output_tokens": 0, "_batch": None})
             e["rows"] += 1
             e["output_tokens"] += sum(x.get("step_output_tokens") or [])
-    return [{**e, "output_tokens_per_s": e["output_tokens"] / max(wall, 1e-9)}
-            for e in by.values()]
+            b = x.get("engine_batch")
+            if b and (e["_batch"] is None or b["steps"] > e["_batch"]["steps"]):
+                e["_batch"] = b
+    return [{**{k: v for k, v in e.items() if k != "_batch"},
+             "output_tokens_per_s": e["output_tokens"] / max(wall, 1e-9),
+             **(fill({}, e["_batch"]) if e["_batch"] else {})} for e in by.values()]
 
 
 def _stats_json(cfg, stats, summaries, n_in, decisions, n_todo, wall, total_rows) -> dict:

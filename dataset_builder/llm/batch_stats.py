@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import time
 
-from vllm.v1.metrics.loggers import StatLoggerBase
-
 FIELDS = ("busy_s", "seq_s", "queued_s", "kv_s", "steps", "preemptions")
 
 
-class BatchStats(StatLoggerBase):
-    def __init__(self, vllm_config=None, engine_index: int = 0, max_num_seqs: int = 0):
-        self.max_num_seqs = max_num_seqs or vllm_config.scheduler_config.max_num_seqs
+class BatchStats:
+    """The counters (no vLLM import: the driver reads them too). `vllm_logger` makes the
+    engine-side object."""
+
+    def __init__(self, max_num_seqs: int):
+        self.max_num_seqs = max_num_seqs
         self.c = dict.fromkeys(FIELDS, 0.0)
         self._last: float | None = None  # time of the last step that left work behind
 
@@ -52,6 +53,16 @@ class BatchStats(StatLoggerBase):
 
     def snapshot(self) -> dict:
         return {**self.c, "max_num_seqs": self.max_num_seqs}
+
+
+def vllm_logger(max_num_seqs: int) -> BatchStats:
+    """BatchStats as a vLLM stat logger (vLLM checks the base class); pass
+    `lambda vllm_config, engine_index: it` in AsyncLLM's `stat_loggers`."""
+    from vllm.v1.metrics.loggers import StatLoggerBase
+
+    class Logger(BatchStats, StatLoggerBase):
+        pass
+    return Logger(max_num_seqs)
 
 
 def fill(before: dict, after: dict) -> dict:

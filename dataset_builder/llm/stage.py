@@ -72,7 +72,11 @@ class EngineStage:
                         type(e).__name__, e)
             out = {"status": "reject", "stage": self.task.stage,
                    "reason": f"internal_error: {type(e).__name__}: {str(e)[:300]}"}
-        out[getattr(self.task, "engine_key", "engine")] = self.where
+        key = getattr(self.task, "engine_key", "engine")
+        out[key] = self.where
+        batch = getattr(self.engine, "batch", None)  # EngineConfig.batch_stats
+        if batch is not None:  # the replica's counters so far: the driver keeps the latest
+            out[f"{key}_batch"] = batch.snapshot()
         return {"id": row["id"], "status": out["status"],
                 "payload": json.dumps({**item, **out}, ensure_ascii=False, default=str)}
 

@@ -55,8 +55,8 @@ class VLLMEngine:
         )
         loggers, self.batch = [], None
         if cfg.batch_stats:
-            from dataset_builder.llm.batch_stats import BatchStats
-            batch = self.batch = BatchStats(max_num_seqs=cfg.max_num_seqs)
+            from dataset_builder.llm.batch_stats import vllm_logger
+            batch = self.batch = vllm_logger(cfg.max_num_seqs)
             loggers = [lambda vllm_config, engine_index: batch]
         try:
             self.engine = AsyncLLM.from_engine_args(args, stat_loggers=loggers or None)

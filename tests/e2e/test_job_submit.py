@@ -87,7 +87,7 @@ def test_generate_job_writes_records_to_s3(ray_head, tiny_model, moto_s3, tmp_pa
     r = _submit(address, env, "python", "-m", "ray_jobs.generate", "--config",
                 "ray_jobs/configs/tiny.yaml", "--set", f"engine.model={tiny_model}",
                 "--set", f"input={run}/in.jsonl", "--set", f"output={run}/out",
-                "--set", "progress=false")
+                "--set", "progress=false", "--set", "engine.batch_stats=true")
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     assert "succeeded" in (r.stdout + r.stderr).lower(), r.stdout[-2000:]
     gens = storage.read_dataset(f"{run}/out/generations").to_pylist()
@@ -97,6 +97,9 @@ def test_generate_job_writes_records_to_s3(ray_head, tiny_model, moto_s3, tmp_pa
     # secrets never land in outputs
     cfg_text = storage.read_bytes(f"{run}/out/_config.yaml").decode()
     stats_text = storage.read_bytes(f"{run}/out/_stats.json").decode()
+    # the job's one replica ran the 2 rows (of 32 sequences): its batch was never over 2/32
+    [e] = json.loads(stats_text)["engines"]
+    assert e["rows"] == 2 and e["steps"] > 10 and 0 < e["batch_fill"] <= 2 / 32 + 1e-9
     for secret in (token, os.environ["AWS_SECRET_ACCESS_KEY"] * 2):
         assert secret not in cfg_text + stats_text
 
