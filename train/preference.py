@@ -18,6 +18,7 @@ import pyarrow as pa
 
 from dataset_builder import records, selection, storage
 from dataset_builder.config import config_hash, field, to_dict
+from dataset_builder.curate.report import describe
 from dataset_builder.curate.shards import MESSAGE, reset
 from eval.config import EvalConfig
 from train.pairs import PairRules, combined, make_pair
@@ -143,14 +144,6 @@ def _write(cfg: PairsConfig, pairs: list[dict], rejects: list[dict], report: dic
     writer.commit(rows_rejected=len(rejects))
 
 
-def _stats(v: list[float]) -> dict:
-    if not v:
-        return {"n": 0}
-    v = sorted(v)
-    return {"n": len(v), **{k: round(x, 2) for k, x in (
-        ("mean", sum(v) / len(v)), ("min", v[0]), ("median", v[len(v) // 2]), ("max", v[-1]))}}
-
-
 def _report(cfg, scored, pairs, rejects, results) -> dict:
     scores = [combined(s, cfg.rules) for s in scored]
     cov = (results or {}).get("coverage", {})
@@ -161,11 +154,11 @@ def _report(cfg, scored, pairs, rejects, results) -> dict:
         "coverage": {k: cov.get(k) for k in ("items", "generated", "generation_failed",
                                              "judged", "judge_coverage",
                                              "judge_failure_reasons")},
-        "combined_score": _stats([s for s in scores if s is not None]),
-        "s_q": _stats([s["s_q"] for s in scored if s.get("s_q") is not None]),
-        "s_l": _stats([s["s_l"] for s in scored if s.get("s_l") is not None]),
-        "chosen_words": _stats([p["chosen_words"] for p in pairs]),
-        "rejected_words": _stats([p["rejected_words"] for p in pairs]),
+        "combined_score": describe([s for s in scores if s is not None]),
+        "s_q": describe([s["s_q"] for s in scored if s.get("s_q") is not None]),
+        "s_l": describe([s["s_l"] for s in scored if s.get("s_l") is not None]),
+        "chosen_words": describe([p["chosen_words"] for p in pairs]),
+        "rejected_words": describe([p["rejected_words"] for p in pairs]),
         "rules": to_dict(cfg.rules), "model": cfg.model, "judge": cfg.scoring.judge.model,
     }
 
@@ -198,7 +191,7 @@ def _markdown(r: dict) -> str:
              "| | n | mean | min | median | max |", "|---|---|---|---|---|---|"]
     for k in ("combined_score", "s_q", "s_l", "chosen_words", "rejected_words"):
         s = r[k]
-        lines.append(f"| {k} | {s['n']} | " + " | ".join(str(s.get(x, "-")) for x in (
+        lines.append(f"| {k} | {s['count']} | " + " | ".join(str(s.get(x, "-")) for x in (
             "mean", "min", "median", "max")) + " |")
     lines += ["", "Dropped: " + (", ".join(f"{k} {v}" for k, v in r["dropped"].items())
                                  or "none"),

@@ -26,13 +26,16 @@ def _num(x, digits: int = 1):
     return None if x is None else round(float(x), digits)
 
 
-def _describe(col: pl.Series) -> dict:
-    col = col.drop_nulls()
+def describe(values) -> dict:
+    """count, mean, min, p10, median, p90, max of a column or list (nulls left out); min and
+    max stay ints for integer data (word counts), else rounded like the rest."""
+    col = pl.Series(values).drop_nulls()
     if col.len() == 0:
         return {"count": 0}
-    return {"count": col.len(), "mean": _num(col.mean()), "min": int(col.min()),
+    edge = int if col.dtype.is_integer() else _num
+    return {"count": col.len(), "mean": _num(col.mean()), "min": edge(col.min()),
             "p10": _num(col.quantile(0.1)), "median": _num(col.median()),
-            "p90": _num(col.quantile(0.9)), "max": int(col.max())}
+            "p90": _num(col.quantile(0.9)), "max": edge(col.max())}
 
 
 def build_stats(frame: pl.DataFrame, dedup: dict) -> dict:
@@ -56,10 +59,10 @@ def build_stats(frame: pl.DataFrame, dedup: dict) -> dict:
     with_req = kept.filter(pl.col("required_words").is_not_null())
     ratio = (with_req["response_words"] / with_req["required_words"]) if with_req.height else None
     words = {
-        "produced_kept": _describe(kept["response_words"]),
-        "required_kept": _describe(kept["required_words"]),
-        "produced_all_valid": _describe(valid["response_words"]),
-        "length_score_kept": _describe(kept["length_score"]),
+        "produced_kept": describe(kept["response_words"]),
+        "required_kept": describe(kept["required_words"]),
+        "produced_all_valid": describe(valid["response_words"]),
+        "length_score_kept": describe(kept["length_score"]),
         "produced_over_required_kept": (
             {"median": _num(ratio.median(), 3), "p10": _num(ratio.quantile(0.1), 3),
              "p90": _num(ratio.quantile(0.9), 3)} if ratio is not None else None),

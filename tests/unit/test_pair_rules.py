@@ -77,3 +77,14 @@ def test_pair_rows_records_and_drops(tmp_path):
     assert p["prompt"] == [{"role": "user", "content": insts[0]["prompt"]}]
     assert [(d["id"], d["line"], d["reason"].split(":")[0]) for d in drops] == \
         [(b, 5, "no_margin")]
+
+
+def test_distributions_keep_fractions_and_integer_edges():
+    """One describe() for curation's and the pairs' reports: scores keep their fractions
+    (min/max were once cut to ints), word counts stay ints, nulls are left out."""
+    from dataset_builder.curate.report import describe
+    s = describe([87.5, 92.25, None, 99.75])
+    assert s["count"] == 3 and (s["min"], s["max"]) == (87.5, 99.8) and s["median"] == 92.2
+    w = describe([3000, 2048, 4100])
+    assert (w["min"], w["max"]) == (2048, 4100) and isinstance(w["min"], int)
+    assert describe([]) == {"count": 0} and describe([None]) == {"count": 0}
