@@ -8,10 +8,10 @@ import json
 import threading
 
 import pytest
-import ray
 
 from dataset_builder import storage
 from dataset_builder.config import load_config
+from tests.conftest import chat_with_export
 from tests.integration.test_sft import _kill_a_worker_after_checkpoint
 from train.config import DPOTrainConfig
 from train.dpo import run_dpo
@@ -61,16 +61,4 @@ def test_two_workers_resume_after_a_kill_and_rewards_separate(ray_local, tiny_na
     assert storage.exists(f"{out}/curves.png") and storage.exists(f"{out}/report.md")
     assert run_dpo(cfg)["skipped"]
 
-    from dataset_builder.llm import EngineConfig, Sampling
-    from dataset_builder.llm.actor import start_engines
-    local = tmp_path / "model"
-    fs, path = storage.get_fs(f"{out}/model")
-    fs.get(path + "/", str(local) + "/", recursive=True)
-    [engine] = start_engines(EngineConfig(model=str(local), max_model_len=1024, max_num_seqs=4,
-                                          cpu_kvcache_gib=1, num_cpus=1), 1, name="dpo-export")
-    try:
-        c = ray.get(engine.chat.remote([{"role": "user", "content": "Write about owls."}],
-                                       Sampling(max_tokens=12, temperature=0.0)))
-        assert c.output_tokens > 0
-    finally:
-        ray.kill(engine)
+    assert chat_with_export(f"{out}/model", tmp_path / "model", "dpo-export").output_tokens > 0

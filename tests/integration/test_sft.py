@@ -11,11 +11,11 @@ import time
 import psutil
 import pyarrow as pa
 import pytest
-import ray
 
 from dataset_builder import storage
 from dataset_builder.config import load_config
 from dataset_builder.curate.shards import LONGWRITER, to_messages
+from tests.conftest import chat_with_export
 from train.config import SFTConfig
 from train.sft import TrainError, run_sft
 
@@ -126,16 +126,5 @@ def test_failed_run_resumes_on_rerun_and_export_loads_in_vllm(ray_local, tiny_na
     assert len(hist) == manifest["final_metrics"]["steps"]
 
     # the exported model serves in the project's vLLM engine
-    from dataset_builder.llm import EngineConfig, Sampling
-    from dataset_builder.llm.actor import start_engines
-    local = tmp_path / "model"
-    fs, path = storage.get_fs(f"{out}/model")
-    fs.get(path + "/", str(local) + "/", recursive=True)
-    [engine] = start_engines(EngineConfig(model=str(local), max_model_len=1024, max_num_seqs=4,
-                                          cpu_kvcache_gib=1, num_cpus=1), 1, name="sft-export")
-    try:
-        c = ray.get(engine.chat.remote([{"role": "user", "content": "Write about owls."}],
-                                       Sampling(max_tokens=12, temperature=0.0)))
-        assert c.output_tokens > 0 and c.text
-    finally:
-        ray.kill(engine)
+    c = chat_with_export(f"{out}/model", tmp_path / "model", "sft-export")
+    assert c.output_tokens > 0 and c.text
