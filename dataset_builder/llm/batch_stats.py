@@ -10,7 +10,8 @@ requests, KV-cache usage) and the step's finished and preempted requests. Over t
 engine has work (a request running or waiting) we add up:
   busy_s        seconds with work
   seq_s         sequence-seconds in the batch (running after the step + finished in it)
-  queued_s      seconds with a request waiting (the batch full, or the KV cache)
+  queued_s      seconds with a request waiting (batch full, KV cache full, or the step's
+                prefill token budget spent)
   kv_s          KV-cache usage (0..1) times seconds
   preemptions   requests evicted from the batch to make KV room
 so seq_s / (busy_s * max_num_seqs) is the mean batch fill. Counters only grow: callers
