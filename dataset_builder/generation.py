@@ -312,18 +312,18 @@ def _engines(summaries: list[dict], wall: float) -> list[dict]:
     """Per engine replica (node, pid): rows finished there and their output tokens; with
     engine.batch_stats, how full its batch was (from the latest counters a row brought back)."""
     by: dict[str, dict] = {}
+    latest: dict[str, dict] = {}  # replica -> the counters with the most engine steps
     for x in summaries:
         if x.get("engine"):
             e = by.setdefault(x["engine"], {**json.loads(x["engine"]), "rows": 0,
-                                            "output_tokens": 0, "_batch": None})
+                                            "output_tokens": 0})
             e["rows"] += 1
             e["output_tokens"] += sum(x.get("step_output_tokens") or [])
             b = x.get("engine_batch")
-            if b and (e["_batch"] is None or b["steps"] > e["_batch"]["steps"]):
-                e["_batch"] = b
-    return [{**{k: v for k, v in e.items() if k != "_batch"},
-             "output_tokens_per_s": e["output_tokens"] / max(wall, 1e-9),
-             **(fill({}, e["_batch"]) if e["_batch"] else {})} for e in by.values()]
+            if b and b["steps"] > latest.get(x["engine"], {"steps": -1})["steps"]:
+                latest[x["engine"]] = b
+    return [{**e, "output_tokens_per_s": e["output_tokens"] / max(wall, 1e-9),
+             **(fill({}, latest[k]) if k in latest else {})} for k, e in by.items()]
 
 
 def _stats_json(cfg, stats, summaries, n_in, decisions, n_todo, wall, total_rows) -> dict:

@@ -117,7 +117,7 @@ class VLLMEngine:
     def metrics(self) -> dict:
         m = dict(self.stats)
         m["prefix_hit_rate"] = m["cached_tokens"] / m["prompt_tokens"] if m["prompt_tokens"] else 0.0
-        if self.batch:
+        if self.batch is not None:
             m["batch"] = self.batch.snapshot()
         return m
 
