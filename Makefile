@@ -27,14 +27,14 @@ models: setup
 	$(MODELS)
 
 demo: models
-	$(PY) -m ray_jobs.generate --config ray_jobs/configs/demo.yaml \
+	$(PY) -m ray_jobs.generate --config ray_jobs/configs/generate_demo.yaml \
 		--set engine.model=$$($(MODELS) demo) --set output=./data/demo
 	$(PY) -m ray_jobs.curate --config ray_jobs/configs/curate_demo.yaml \
 		--set input=./data/demo/generations --set output=./data/demo/longwriter
 
 # The paper in miniature (~2 h on 2 cores; resumable: rerun to continue) -> ./data/mini/report.md
 mini: models
-	$(PY) -m ray_jobs.pipeline --config ray_jobs/configs/mini.yaml \
+	$(PY) -m ray_jobs.pipeline --config ray_jobs/configs/pipeline_mini.yaml \
 		--set base_model=$$($(MODELS) demo) --set judge_model=$$($(MODELS) demo)
 
 test: models

@@ -52,10 +52,10 @@ from dataset_builder.agentwrite import (
     step_messages,
     step_sampling,
 )
+from dataset_builder.core.text import stable_id
 from dataset_builder.llm import EngineConfig, RemoteEngine
 from dataset_builder.llm.base import Sampling
 from dataset_builder.llm.batch_stats import fill
-from dataset_builder.text import stable_id
 
 ENGINE = "bench-engine"
 
@@ -135,7 +135,8 @@ def _seed_journal(rows, plans, d: str | None = None) -> str:
 async def _job(engine, rows, plans, cfg, args, warm) -> tuple[dict, list]:
     """The generation job on `rows` with their plans journaled (so it writes only), timed
     around `run`; returns the figures and the write requests it sent, rebuilt from its journal."""
-    from dataset_builder.generation import GenerateConfig, SelectionConfig, run
+    from dataset_builder.generation import GenerateConfig, run
+    from dataset_builder.selection import SelectionConfig
     out = tempfile.mkdtemp(prefix="bench-job-")
     with open(f"{out}/in.jsonl", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
@@ -151,7 +152,7 @@ async def _job(engine, rows, plans, cfg, args, warm) -> tuple[dict, list]:
     stats = await asyncio.to_thread(run, gcfg)
     wall = time.perf_counter() - t0
     batch = fill(b0, await engine.batch())
-    from dataset_builder import storage
+    from dataset_builder.core import storage
     recs = storage.read_dataset(f"{out}/out/generations").to_pylist()
     out_tok = sum(sum(r["step_output_tokens"][1:]) for r in recs)
     calls = []
@@ -198,9 +199,9 @@ async def _round(rows, plans, cfg):
 async def main(args) -> dict:
     import ray
 
-    from dataset_builder.jobs import init_ray
     from dataset_builder.llm.actor import start_engines
     from dataset_builder.models import demo_model
+    from ray_jobs.common import init_ray
 
     args.model = args.model or str(demo_model())
     ecfg = EngineConfig(model=args.model, max_model_len=4096, max_num_seqs=args.max_num_seqs,

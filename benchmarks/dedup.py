@@ -30,7 +30,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dataset_builder.curate.dedup import (
+from dataset_builder.curate.minhash import (
     TOKEN_PATTERN,
     MinHashConfig,
     MinHasher,

@@ -74,8 +74,8 @@ def reset_prefix_cache(base: str) -> None:
 
 def make_items(n: int, words: int, seed: int) -> list[dict]:
     """N (instruction, response) pairs: LongBench-Write prompts, deterministic responses."""
-    from eval.benchmark import load_benchmark
     from eval.config import DEFAULT_DATA_DIR, resolve_data_dir
+    from eval.longbench_data import load_benchmark
     prompts, _, _ = load_benchmark(resolve_data_dir(DEFAULT_DATA_DIR), "all")
     rng = random.Random(seed)
     items = []
@@ -174,7 +174,8 @@ def run_ours(items: list[dict], cfg: EngineConfig, args, tokenizer_name: str
 
     import ray
 
-    from dataset_builder.llm.stage import engine_stage, engines_up, todo
+    from dataset_builder.core.records import todo
+    from dataset_builder.llm.stage import engine_stage, engines_up
     from eval.config import EvalConfig
     from eval.stages import JudgeTask
     ecfg = EvalConfig(judge=dataclasses.replace(cfg, in_flight=args.concurrency),
@@ -185,9 +186,9 @@ def run_ours(items: list[dict], cfg: EngineConfig, args, tokenizer_name: str
     rows = [{**todo({"id": it["id"], "kind": "lbw", "prompt": it["instruction"],
                      "response": it["response"]}), "status": "ok"} for it in items]
     t0 = time.monotonic()
-    with engines_up(ecfg.judge):
+    with engines_up(ecfg.judge) as up_key:
         ds = engine_stage(ray.data.from_items(rows), ecfg.judge, JudgeTask,
-                          {"cfg": ecfg, "cache_uri": "", "rpm": 0.0})
+                          {"cfg": ecfg, "cache_uri": "", "rpm": 0.0}, up_key)
         out = {r["id"]: json.loads(r["payload"])["judgements"][0] for r in ds.take_all()}
     return [out[it["id"]] for it in items], time.monotonic() - t0
 

@@ -50,7 +50,7 @@ def main() -> None:
             f.write(json.dumps({"messages": [
                 {"role": "user", "content": f"Write {n} words about topic {i}."},
                 {"role": "assistant", "content": body}]}) + "\n")
-    from dataset_builder.config import load_config
+    from dataset_builder.core.config import load_config
     from ray_jobs.sft import main as sft
     from train.config import SFTConfig
     t = time.time()

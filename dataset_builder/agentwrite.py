@@ -14,10 +14,11 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from dataset_builder import prompts, storage
-from dataset_builder.config import field
+from dataset_builder import prompts
+from dataset_builder.core import storage
+from dataset_builder.core.config import field
+from dataset_builder.core.text import count_words, refusal
 from dataset_builder.llm.base import EngineError, Sampling, text_only
-from dataset_builder.text import count_words, refusal
 
 
 @dataclass

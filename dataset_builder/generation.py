@@ -1,6 +1,6 @@
 """The AgentWrite generation job as Ray Data stages: read -> select -> engine stage -> sink.
 
-    python -m ray_jobs.generate --config ray_jobs/configs/demo.yaml
+    python -m ray_jobs.generate --config ray_jobs/configs/generate_demo.yaml
 
 Input files are parsed in Ray tasks (instructions.parse_file); the driver sees only each row's
 id, file, line, language and length to decide duplicates, earlier results, the length rules and
@@ -22,31 +22,26 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from dataset_builder import instructions as ins
-from dataset_builder import prompts, records, selection, storage
-from dataset_builder.agentwrite import AgentWriteConfig, Journal, run_instruction
-from dataset_builder.config import config_hash, field, to_dict
+from dataset_builder import prompts, selection
+from dataset_builder.agentwrite import (
+    AgentWriteConfig,
+    Journal,
+    plan_max_tokens,
+    plan_messages,
+    run_instruction,
+)
+from dataset_builder.core import instructions as ins
+from dataset_builder.core import records, storage
+from dataset_builder.core.config import code_version, config_hash, field, to_dict
+from dataset_builder.core.records import ROW, reject_row
 from dataset_builder.llm.base import EngineConfig, EngineError, Sampling
 from dataset_builder.llm.batch_stats import fill
+from dataset_builder.llm.render import ChatRenderer
 from dataset_builder.llm.stage import engine_stage, engines_up
+from dataset_builder.selection import SelectionConfig
 from dataset_builder.sink import ManifestSink, Output, merge_commits
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SelectionConfig:
-    min_required_words: int = field(2000, help="Keep instructions whose answer needs at least "
-        "this many words (the paper: 2,000). 0 keeps everything.")
-    llm_estimate: bool = field(True, help="Ask the engine for a length estimate when the prompt "
-        "states none (digits-only regex constraint); otherwise such rows are rejected.")
-    max_estimate_words: int = field(32000, help="An LLM estimate above this is implausible (a "
-        "small model said 123,456 words for a one-line translation) and the row is rejected as "
-        "`estimate_out_of_range`; LongWriter-6k outputs reach 32k words.")
-    languages: list[str] = field(default_factory=list, help="Instruction languages to generate "
-        "(e.g. [en]); others are rejected as `language_not_generated` before any engine call. "
-        "Empty: all. A model that cannot write Chinese (the 135M demo model) only makes "
-        "rows that curation drops as language_mismatch.")
 
 
 @dataclass
@@ -82,11 +77,9 @@ class AgentWriteTask:
         if cfg.engine.backend == "vllm":  # an openai endpoint's tokenizer is not known here
             from transformers import AutoTokenizer
 
-            from dataset_builder.llm.render import ChatRenderer
             self.render = ChatRenderer(AutoTokenizer.from_pretrained(cfg.engine.model))
 
     def _too_long(self, item: dict) -> str | None:
-        from dataset_builder.agentwrite import plan_max_tokens, plan_messages
         if self.render is None:
             return None
         n, room = len(self.render(plan_messages(item, self.cfg.agentwrite))), \
@@ -180,7 +173,6 @@ def _apply(batch, decisions: dict, order: dict):
     stage's queue (`order`; 0 for rows that do not go there); skipped rows drop out."""
     import pyarrow as pa
 
-    from dataset_builder.llm.stage import ROW, reject_row
     out = []
     for row in batch.to_pylist():
         item = json.loads(row["payload"])
@@ -226,19 +218,18 @@ def _earlier(out: str, cfg: GenerateConfig) -> tuple[set, set]:
 
 def run(cfg: GenerateConfig) -> dict:
     """Run the job on the connected Ray cluster; returns what `_stats.json` holds."""
-    with engines_up(cfg.engine):
-        return _run(cfg)
+    with engines_up(cfg.engine) as up_key:
+        return _run(cfg, up_key)
 
 
-def _run(cfg: GenerateConfig) -> dict:
+def _run(cfg: GenerateConfig, up_key: str) -> dict:
     import ray
     t0 = time.time()
     out = cfg.output.rstrip("/")
     storage.check_reachable(out, cfg.storage)
-    from dataset_builder.config import code_version, save_resolved_config
     ray.data.DataContext.get_current().enable_progress_bars = cfg.progress
     ds = _read(cfg)
-    save_resolved_config(cfg, out, cfg.storage)
+    storage.save_resolved_config(cfg, out, cfg.storage)
     gen_uri, rej_uri = storage.join(out, "generations"), storage.join(out, "_rejects")
     extra = {"config": to_dict(cfg), "config_hash": config_hash(cfg),
              "code_version": code_version("dataset_builder")}
@@ -260,7 +251,7 @@ def _run(cfg: GenerateConfig) -> dict:
         from ray.data.expressions import col
         # sort: an all-to-all, cheap here (the input is materialized, rows are instructions)
         queue = ds.filter(expr=col("status") == "todo").sort("rank")
-        ds = engine_stage(queue, cfg.engine, AgentWriteTask, task).union(
+        ds = engine_stage(queue, cfg.engine, AgentWriteTask, task, up_key).union(
             ds.filter(expr=col("status") != "todo").drop_columns(["rank"]))
     else:
         ds = ds.drop_columns(["rank"])

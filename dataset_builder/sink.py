@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from ray.data import Datasink
 
-from dataset_builder import storage
+from dataset_builder.core import storage
 
 log = logging.getLogger(__name__)
 COMMITS = "_commits"

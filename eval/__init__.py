@@ -8,5 +8,5 @@
 - report.py   report.md and PNG plots
 - config.py   EvalConfig
 
-Run it with `python ray_jobs/evaluate.py --config ray_jobs/configs/eval.yaml`.
+Run it with `python ray_jobs/evaluate.py --config ray_jobs/configs/evaluate.yaml`.
 """

@@ -16,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from dataset_builder import storage
+from dataset_builder.core import storage
 from eval.report import _fmt, _loglog_identity, _png
 from eval.scoring import BUCKETS, length_bucket
 

@@ -1,8 +1,8 @@
 """EvalConfig: everything that defines a LongBench-Write / LongWrite-Ruler run.
 
 Defaults are the published protocol (temperature 0.5, 32,768 new tokens at most, seed 42,
-GPT-4o as judge at temperature 0.5, legacy word counting); `ray_jobs/configs/eval.yaml` spells
-them out and `eval_tiny.yaml` is the CPU test configuration.
+GPT-4o as judge at temperature 0.5, legacy word counting); `ray_jobs/configs/evaluate.yaml` spells
+them out and `evaluate_tiny.yaml` is the CPU test configuration.
 """
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from dataset_builder.config import field
+from dataset_builder.core.config import field
+from dataset_builder.core.storage import StorageConfig
 from dataset_builder.llm.base import EngineConfig
-from dataset_builder.storage import StorageConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The published evaluation sets, vendored (Apache-2.0, see its NOTICE) so that a fresh clone and
@@ -27,7 +27,7 @@ def _published_judge() -> EngineConfig:
                         max_concurrency=16, num_cpus=0.5)
 
 
-# `field` is dataset_builder.config.field (a dataclasses.field with mandatory help), which
+# `field` is dataset_builder.core.config.field (a dataclasses.field with mandatory help), which
 # ruff's RUF009 cannot tell from an arbitrary call.
 @dataclass
 class EvalConfig:

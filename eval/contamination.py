@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dataset_builder.text import normalize_prompt
+from dataset_builder.core.text import normalize_prompt
 
 BENCHMARK = Path(__file__).parent / "data" / "longbench_write" / "longbench_write.jsonl"
 _TOKEN = re.compile(r"[\u3400-\u9fff]|[^\W_]+")

@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from dataset_builder import storage
+from dataset_builder.core import storage
 from dataset_builder.llm.base import Completion, Sampling
 from eval.judge_prompt import (  # noqa: F401 - re-exported: callers use J.judge_schema etc.
     JUDGE_SCHEMA,

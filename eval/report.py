@@ -13,7 +13,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from dataset_builder import storage
+from dataset_builder.core import storage
+from dataset_builder.core.text import count_words
 from eval.scoring import DIMENSIONS
 
 PLOTS = {"length": "length_scatter.png", "ruler": "ruler.png", "buckets": "buckets.png"}
@@ -54,7 +55,6 @@ def length_plot(rows: list[dict]) -> bytes:
 
 
 def ruler_plot(records: list[dict], word_count_mode: str) -> bytes:
-    from dataset_builder.text import count_words
 
     fig, ax = plt.subplots(figsize=(6, 6))
     by_prompt: dict[int, list] = {}

@@ -7,7 +7,7 @@ the required length, overall and per required length.
 """
 from __future__ import annotations
 
-from dataset_builder.text import count_words, stable_id
+from dataset_builder.core.text import count_words, stable_id
 
 REACHED = 0.8  # a prompt "reaches" its required length at >= 80% of it
 

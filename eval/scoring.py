@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from dataset_builder.text import length_score  # noqa: F401  (S_l lives with count_words)
+from dataset_builder.core.text import length_score  # noqa: F401  (S_l lives with count_words)
 
 DIMENSIONS = ("Relevance", "Accuracy", "Coherence", "Clarity", "Breadth and Depth",
               "Reading Experience")

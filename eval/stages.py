@@ -13,9 +13,10 @@ import hashlib
 import json
 import time
 
-from dataset_builder import storage
+from dataset_builder.core import storage
+from dataset_builder.core.text import count_words
+from dataset_builder.llm import make_engine
 from dataset_builder.llm.base import EngineError, Sampling
-from dataset_builder.text import count_words
 from eval import judge as J
 from eval.config import EvalConfig
 
@@ -147,7 +148,6 @@ def preflight(engine_cfg, what: str, schema: dict | None) -> None:
     """One tiny request to an OpenAI-compatible endpoint, from the driver, so an unreachable
     endpoint or one without structured outputs fails the job before hours of work. (A vllm
     engine that cannot load its model already fails the job when its pool starts.)"""
-    from dataset_builder.llm import make_engine
     try:
         asyncio.run(make_engine(engine_cfg).chat(
             [{"role": "user", "content": "Reply with OK."}],

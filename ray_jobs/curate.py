@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import sys
 
-from dataset_builder import storage
-from dataset_builder.curate.pipeline import CurateConfig, run_curation
-from dataset_builder.jobs import cli, init_ray
+from dataset_builder.core import storage
+from dataset_builder.curate.config import CurateConfig
+from dataset_builder.curate.pipeline import run_curation
+from ray_jobs.common import cli, init_ray
 
 
 def main(cfg: CurateConfig) -> dict:
@@ -51,4 +52,4 @@ def print_kept(uri: str, storage_cfg, n: int = 10) -> None:
 CONFIG = CurateConfig  # the pipeline job loads this stage's config with it
 
 if __name__ == "__main__":
-    sys.exit(cli(CurateConfig, main, description=__doc__))
+    sys.exit(cli(CONFIG, main, description=__doc__))

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import sys
 
-from dataset_builder.jobs import cli, init_ray, save_resolved_config
+from ray_jobs.common import cli, init_ray, save_resolved_config
 from train.config import DPOTrainConfig
 from train.dpo import run_dpo
 from train.sft import TrainError
@@ -42,4 +42,4 @@ def main(cfg: DPOTrainConfig) -> dict:
 CONFIG = DPOTrainConfig  # the pipeline job loads this stage's config with it
 
 if __name__ == "__main__":
-    sys.exit(cli(DPOTrainConfig, main, description=__doc__, expected=(TrainError,)))
+    sys.exit(cli(CONFIG, main, description=__doc__, expected=(TrainError,)))

@@ -1,10 +1,10 @@
 """AgentWrite generation job (curation is its own job, ray_jobs.curate; the pipeline chains them).
 
 Locally (starts a local Ray if none is running):
-    python -m ray_jobs.generate --config ray_jobs/configs/demo.yaml --set output=./data/demo
+    python -m ray_jobs.generate --config ray_jobs/configs/generate_demo.yaml --set output=./data/demo
 On a cluster:
     ray job submit --address http://HEAD:8265 --working-dir . -- \
-        python -m ray_jobs.generate --config ray_jobs/configs/gpu.yaml \
+        python -m ray_jobs.generate --config ray_jobs/configs/generate_gpu.yaml \
         --set input=s3://bucket/instructions.jsonl --set output=s3://bucket/runs/r1
 List every config field: python -m ray_jobs.generate --help-config
 """
@@ -13,14 +13,14 @@ from __future__ import annotations
 import json
 import sys
 
+from dataset_builder.core import storage
+from dataset_builder.core.model_check import check_model
 from dataset_builder.generation import GenerateConfig, run
-from dataset_builder.jobs import cli, init_ray
+from ray_jobs.common import cli, init_ray
 
 
 def preflight(cfg: GenerateConfig) -> None:
     """Everything that can be checked before Ray and the engines start (seconds, not ~30 s)."""
-    from dataset_builder import storage
-    from dataset_builder.models import check_model
     if cfg.engine.backend == "vllm":
         check_model(cfg.engine.model, "engine.model")
     storage.check_reachable(cfg.input, cfg.storage, must_exist=True)
@@ -45,4 +45,4 @@ def main(cfg: GenerateConfig) -> dict:
 CONFIG = GenerateConfig  # the pipeline job loads this stage's config with it
 
 if __name__ == "__main__":
-    sys.exit(cli(GenerateConfig, main, description=__doc__))
+    sys.exit(cli(CONFIG, main, description=__doc__))

@@ -19,14 +19,14 @@ from __future__ import annotations
 import json
 import sys
 
-from dataset_builder.jobs import cli, init_ray, save_resolved_config
-from train.preference import PairsConfig, run_pairs
+from dataset_builder.core import storage
+from dataset_builder.core.model_check import check_model
+from ray_jobs.common import cli, init_ray, save_resolved_config
+from train.pairs import PairsConfig, run_pairs
 
 
 def preflight(cfg: PairsConfig) -> None:
     """Models, instructions and output checked before Ray and the engines start."""
-    from dataset_builder import storage
-    from dataset_builder.models import check_model
     if cfg.scoring.engine.backend == "vllm":
         check_model(cfg.model, "model")
     if cfg.scoring.judge_enabled and cfg.scoring.judge.backend == "vllm":
@@ -51,4 +51,4 @@ def main(cfg: PairsConfig) -> dict:
 CONFIG = PairsConfig  # the pipeline job loads this stage's config with it
 
 if __name__ == "__main__":
-    sys.exit(cli(PairsConfig, main, description=__doc__))
+    sys.exit(cli(CONFIG, main, description=__doc__))

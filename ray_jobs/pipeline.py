@@ -8,11 +8,11 @@ records each finished stage with the hash of its resolved config: a rerun skips 
 stage that failed resumes through its own job's resume logic.
 
 Locally (demo model, ~2 h on 2 cores):
-    python -m ray_jobs.pipeline --config ray_jobs/configs/mini.yaml \
+    python -m ray_jobs.pipeline --config ray_jobs/configs/pipeline_mini.yaml \
         --set base_model=$(python -m dataset_builder.models demo)
-On a cluster (see paper.yaml; every path may be s3://):
+On a cluster (see configs/pipeline_paper.yaml; every path may be s3://):
     ray job submit --address http://HEAD:8265 --working-dir . -- \
-        python -m ray_jobs.pipeline --config ray_jobs/configs/paper.yaml \
+        python -m ray_jobs.pipeline --config ray_jobs/configs/pipeline_paper.yaml \
         --set base_model=/models/Llama-3.1-8B --set output=s3://bucket/paper1
 A stage alone: the job named in the stage's `_config.yaml`, e.g.
     python -m ray_jobs.sft --config <output>/sft/_config.yaml
@@ -25,9 +25,9 @@ import sys
 import time
 from dataclasses import dataclass
 
-from dataset_builder import storage
-from dataset_builder.config import config_hash, field, load_config
-from dataset_builder.jobs import cli, init_ray, save_resolved_config
+from dataset_builder.core import storage
+from dataset_builder.core.config import config_hash, field, load_config
+from ray_jobs.common import cli, init_ray, save_resolved_config
 
 
 class PipelineError(RuntimeError):
@@ -186,4 +186,4 @@ def main(p: PipelineConfig) -> dict:
 CONFIG = PipelineConfig
 
 if __name__ == "__main__":
-    sys.exit(cli(PipelineConfig, main, description=__doc__, expected=(PipelineError,)))
+    sys.exit(cli(CONFIG, main, description=__doc__, expected=(PipelineError,)))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import sys
 
-from dataset_builder.jobs import cli, init_ray, save_resolved_config
+from ray_jobs.common import cli, init_ray, save_resolved_config
 from train.config import SFTConfig
 from train.sft import TrainError, run_sft
 
@@ -45,4 +45,4 @@ def main(cfg: SFTConfig) -> dict:
 CONFIG = SFTConfig  # the pipeline job loads this stage's config with it
 
 if __name__ == "__main__":
-    sys.exit(cli(SFTConfig, main, description=__doc__, expected=(TrainError,)))
+    sys.exit(cli(CONFIG, main, description=__doc__, expected=(TrainError,)))

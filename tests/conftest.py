@@ -92,7 +92,7 @@ def chat_with_export(uri: str, local, name: str):
     vLLM engine in a Ray actor: one short greedy answer (a Completion); the engine is stopped."""
     import ray
 
-    from dataset_builder import storage
+    from dataset_builder.core import storage
     from dataset_builder.llm import EngineConfig, Sampling
     from dataset_builder.llm.actor import start_engines
     fs, path = storage.get_fs(uri)

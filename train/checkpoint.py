@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 
-from dataset_builder import storage
+from dataset_builder.core import storage
 
 STATE = "state.json"
 DONE = "_COMMITTED"

@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from dataset_builder.config import field
-from dataset_builder.storage import StorageConfig
+from dataset_builder.core.config import field
+from dataset_builder.core.storage import StorageConfig
 
 
 @dataclass

@@ -19,9 +19,9 @@ from array import array
 
 import pyarrow as pa
 
-from dataset_builder import storage
-from dataset_builder.records import reject_record
-from dataset_builder.text import stable_id
+from dataset_builder.core import storage
+from dataset_builder.core.records import reject_record
+from dataset_builder.core.text import stable_id
 
 STAGE = "sft_data"
 ROLES = ("system", "user", "assistant")

@@ -18,10 +18,12 @@ import os
 import shutil
 import tempfile
 
-from dataset_builder import records, storage
-from dataset_builder.config import config_hash, to_dict
+from dataset_builder.core import records, storage
+from dataset_builder.core.config import code_version, config_hash, to_dict
+from dataset_builder.core.model_check import check_model
 from train.config import DPOTrainConfig
 from train.data import check_messages, read_conversations
+from train.export import plot_curves, publish_model
 from train.sft import TrainError, absolute, fit, has_checkpoints
 
 log = logging.getLogger(__name__)
@@ -85,9 +87,8 @@ def prepare(cfg: DPOTrainConfig) -> dict:
     if not kept:
         raise TrainError(f"no usable preference pairs in {cfg.data} ({len(rejects)} rejected: "
                          f"{dict(Counter(r['reason'].split(':')[0] for r in rejects))})")
-    from dataset_builder.curate.shards import reset
     for sub in ("data", "_rejects"):
-        reset(storage.join(out, sub), cfg.storage)
+        storage.reset_dataset(storage.join(out, sub), cfg.storage)
     data = storage.DatasetWriter(storage.join(out, "data"), cfg.storage)
     data.write([{k: json.dumps(v, ensure_ascii=False) for k, v in p.items()} for p in kept])
     data.commit()
@@ -177,7 +178,6 @@ def dpo_worker(config: dict) -> None:
 def export(cfg: DPOTrainConfig, model_dir: str, history: list[dict], resumed: str | None,
            extra: dict) -> dict:
     """Model directory, metrics.jsonl, report.md + curves.png, then the manifest (last)."""
-    from train.export import plot_curves, publish_model
     out = cfg.output.rstrip("/")
     steps = [h for h in history if "rewards/accuracies" in h]
     final = {k: steps[-1].get(k) for k in ("step", "loss", "rewards/margins",
@@ -208,8 +208,6 @@ def export(cfg: DPOTrainConfig, model_dir: str, history: list[dict], resumed: st
 
 def run_dpo(cfg: DPOTrainConfig) -> dict:
     """Train (or resume) and export; returns the model manifest. A finished output is kept."""
-    from dataset_builder.config import code_version
-    from dataset_builder.models import check_model
     cfg = absolute(cfg, ("output", "data", "model"))
     out = cfg.output.rstrip("/")
     storage.check_reachable(out, cfg.storage)

@@ -15,8 +15,8 @@ import os
 import shutil
 import tempfile
 
-from dataset_builder import storage
-from dataset_builder.config import config_hash, to_dict
+from dataset_builder.core import storage
+from dataset_builder.core.config import config_hash, to_dict
 
 MODEL_FILES = (".safetensors", ".json")
 SKIP = {"state.json", "optimizer.pt", "scheduler.pt", "_COMMITTED"}

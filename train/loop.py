@@ -23,6 +23,7 @@ import time
 import torch
 import torch.distributed as dist
 
+from dataset_builder.core import storage
 from train.checkpoint import STATE, make_context
 from train.config import SFTConfig, resolved_attention, resolved_precision
 from train.export import export
@@ -127,7 +128,6 @@ def _save(ctx, loss_mod, optim, sched, state: dict) -> str | None:
 def train_worker(config: dict) -> dict:
     """config: {"cfg": SFTConfig, "packs": table or URI of packs, "manifest": fields for the
     exported model's manifest}. Returns the final state."""
-    from dataset_builder import storage
     cfg: SFTConfig = config["cfg"]
     ctx = make_context(cfg.output, cfg.keep_checkpoints, cfg.storage)
     cuda = cfg.use_gpu and torch.cuda.is_available()

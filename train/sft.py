@@ -17,11 +17,12 @@ import logging
 import os
 from collections import Counter
 
-from dataset_builder import records, storage
-from dataset_builder.config import ConfigError, config_hash
-from dataset_builder.curate.shards import reset
-from dataset_builder.models import check_model
+from dataset_builder.core import records, storage
+from dataset_builder.core.config import ConfigError, code_version, config_hash
+from dataset_builder.core.model_check import check_model
+from train import data as D
 from train.config import SFTConfig
+from train.data import read_conversations
 
 log = logging.getLogger(__name__)
 RUN_NAME = "train"
@@ -32,7 +33,6 @@ class TrainError(RuntimeError):
 
 
 def _read(uri: str, source: str, cfg: SFTConfig) -> tuple[list[dict], list[dict]]:
-    from train.data import read_conversations
     rows, rejects = read_conversations(uri, cfg.storage)
     for r in rows:
         r["_source"] = source
@@ -44,7 +44,6 @@ def prepare(cfg: SFTConfig) -> dict:
     packs manifest (reused as is when the same data was prepared before)."""
     from transformers import AutoTokenizer
 
-    from train import data as D
     out = cfg.output.rstrip("/")
     rows, rejects = _read(cfg.data, "longwriter", cfg)
     if not rows and not rejects:
@@ -81,8 +80,8 @@ def prepare(cfg: SFTConfig) -> dict:
              "packing_efficiency": sum(lengths) / (table.num_rows * plen)}
     # A new preparation replaces the old one: forget its manifests first (curation's reset),
     # so nothing of it stays visible and the writers start again at part-00000.
-    reset(out, cfg.storage)
-    reset(packs_uri, cfg.storage)
+    storage.reset_dataset(out, cfg.storage)
+    storage.reset_dataset(packs_uri, cfg.storage)
     w = storage.DatasetWriter(storage.join(out, "_rejects"), cfg.storage)
     w.write([{k: r.get(k) for k in records.REJECT.names} for r in rejects], records.REJECT)
     w.commit()
@@ -143,7 +142,6 @@ def absolute(cfg, names=("output", "data", "chat_data", "model")):
 
 def run_sft(cfg: SFTConfig) -> dict:
     """Train (or resume) and export; returns the model manifest."""
-    from dataset_builder.config import code_version
     cfg = absolute(cfg)
     out = cfg.output.rstrip("/")
     storage.check_reachable(out, cfg.storage)

@@ -15,10 +15,10 @@ from typing import Literal
 
 import numpy as np
 
-from dataset_builder.config import field
+from dataset_builder.core.config import field
+from dataset_builder.core.instructions import MAX_PROMPT_CHARS
+from dataset_builder.core.text import count_words, detect_lang, length_score, refusal
 from dataset_builder.curate.postprocess import split_paragraphs
-from dataset_builder.instructions import MAX_PROMPT_CHARS
-from dataset_builder.text import count_words, detect_lang, length_score, refusal
 
 _TOKEN = re.compile(r"[\u4e00-\u9fff]|[^\W_]+")
 

@@ -15,27 +15,12 @@ matplotlib.use("Agg")  # headless: Ray workers and CI have no display
 import matplotlib.pyplot as plt
 import polars as pl
 
-from dataset_builder import storage
+from dataset_builder.core import storage
+from dataset_builder.core.stats import describe, round_num
 from dataset_builder.curate.postprocess import EDIT_KINDS
 
 HIST_PNG = "words_hist.png"
 SCATTER_PNG = "required_vs_produced.png"
-
-
-def _num(x, digits: int = 1):
-    return None if x is None else round(float(x), digits)
-
-
-def describe(values) -> dict:
-    """count, mean, min, p10, median, p90, max of a column or list (nulls left out); min and
-    max stay ints for integer data (word counts), else rounded like the rest."""
-    col = pl.Series(values).drop_nulls()
-    if col.len() == 0:
-        return {"count": 0}
-    edge = int if col.dtype.is_integer() else _num
-    return {"count": col.len(), "mean": _num(col.mean()), "min": edge(col.min()),
-            "p10": _num(col.quantile(0.1)), "median": _num(col.median()),
-            "p90": _num(col.quantile(0.9)), "max": edge(col.max())}
 
 
 def build_stats(frame: pl.DataFrame, dedup: dict) -> dict:
@@ -64,8 +49,8 @@ def build_stats(frame: pl.DataFrame, dedup: dict) -> dict:
         "produced_all_valid": describe(valid["response_words"]),
         "length_score_kept": describe(kept["length_score"]),
         "produced_over_required_kept": (
-            {"median": _num(ratio.median(), 3), "p10": _num(ratio.quantile(0.1), 3),
-             "p90": _num(ratio.quantile(0.9), 3)} if ratio is not None else None),
+            {"median": round_num(ratio.median(), 3), "p10": round_num(ratio.quantile(0.1), 3),
+             "p90": round_num(ratio.quantile(0.9), 3)} if ratio is not None else None),
     }
     lang = {name: {r["lang"] or "unknown": r["len"] for r in
                    part.group_by("lang").len().sort("lang", nulls_last=True).iter_rows(named=True)}

@@ -14,29 +14,12 @@ from collections.abc import Iterable
 
 import pyarrow as pa
 
-from dataset_builder import storage
-from dataset_builder.records import PLAN_ITEM
-
-MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
-
-# One LongWriter-6k record: the SFT conversation plus the generation metadata.
-LONGWRITER = pa.schema([
-    ("id", pa.string()),
-    ("messages", pa.list_(MESSAGE)),          # [{user, prompt}, {assistant, response}]
-    ("source", pa.string()),
-    ("lang", pa.string()),
-    ("required_words", pa.int64()),
-    ("response_words", pa.int64()),           # count_words of the cleaned response
-    ("length_score", pa.float64()),           # S_l against required_words (null if none)
-    ("plan", pa.list_(PLAN_ITEM)),
-    ("model", pa.string()),
-    ("config_hash", pa.string()),             # of the generation run
-    ("layout", pa.string()),
-])
+from dataset_builder.core import storage
+from dataset_builder.core.records import LONGWRITER, MESSAGE
 
 REJECTS = pa.schema([("id", pa.string()), ("stage", pa.string()), ("reason", pa.string()),
                      ("detail", pa.string())])
-REJECTS_DIR = "_rejects"
+REJECTS_DIR = storage.REJECTS_DIR
 STATS = "_stats.json"
 
 
@@ -57,15 +40,6 @@ def longwriter_table(work: pa.Table) -> pa.Table:
 def reject_table(work: pa.Table) -> pa.Table:
     return pa.table({n: work[n].cast(pa.string()) for n in REJECTS.names},
                     schema=REJECTS).combine_chunks()
-
-
-def reset(uri: str, cfg: storage.StorageConfig | None) -> None:
-    """Forget a previous (possibly half-written) output: remove its manifests, so writers
-    start again at part-00000 and nothing old stays visible."""
-    fs, path = storage.get_fs(uri, cfg)
-    for manifest in (f"{path}/{storage.MANIFEST}", f"{path}/{REJECTS_DIR}/{storage.MANIFEST}"):
-        if fs.exists(manifest):
-            fs.rm(manifest)
 
 
 def remove_orphans(uri: str, cfg: storage.StorageConfig | None) -> list[str]:

@@ -2,24 +2,27 @@
 
 The work table (`WORK`) has one row per input row, from load to write; a dropped row keeps its
 (stage, reason, detail) and travels on. Each stage is `Dataset -> Dataset`; the per-row logic
-is pure (filters.py, postprocess.py, dedup.py) and is lifted onto batches here:
+is pure (filters.py, postprocess.py, minhash.py, dedup.py) and is lifted onto batches here:
     load      one task per committed input part: decode defensively, `validate` every row
     clean     `postprocess.clean` the paragraphs, then the quality `FilterChain`
-    dedup     keys and MinHash signatures on workers; `pipeline.decide_duplicates` on the
+    dedup     keys and MinHash signatures on workers; `dedup.decide_duplicates` on the
               driver picks the duplicates, which are then marked with stage 'dedup'
 The driver that wires them together and writes the output is `pipeline.run_curation`.
 """
 from __future__ import annotations
 
 import io
-from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dataset_builder import storage
-from dataset_builder.curate.dedup import MinHasher, text_key
+from dataset_builder.core import storage
+from dataset_builder.core.records import PLAN_ITEM
+from dataset_builder.core.storage import StorageConfig
+from dataset_builder.core.text import count_words, detect_lang
+from dataset_builder.curate.config import CurateConfig
+from dataset_builder.curate.dedup import DedupConfig, decide_duplicates, text_key
 from dataset_builder.curate.filters import (
     FilterConfig,
     build_filters,
@@ -27,14 +30,8 @@ from dataset_builder.curate.filters import (
     length_score,
     validate,
 )
+from dataset_builder.curate.minhash import MinHasher
 from dataset_builder.curate.postprocess import EDIT_KINDS, clean
-from dataset_builder.records import PLAN_ITEM
-from dataset_builder.storage import StorageConfig
-from dataset_builder.text import count_words, detect_lang
-
-if TYPE_CHECKING:
-    from dataset_builder.curate.pipeline import CurateConfig, DedupConfig
-
 
 # ---------------------------------------------------------------------------------------------
 # The work table: one row per input row, from load to write
@@ -208,7 +205,6 @@ def _mark_batch(batch: pa.Table, drops: dict[str, tuple[str, str]]) -> pa.Table:
 
 def dedup_stage(ds, cfg: DedupConfig):
     """(Dataset, cluster stats): duplicates marked with stage 'dedup' and the kept id."""
-    from dataset_builder.curate.pipeline import decide_duplicates  # not at import: a cycle
 
     keys = collect(ds.map_batches(_dedup_keys_batch, batch_format="pyarrow",
                                   fn_kwargs={"cfg": cfg}))

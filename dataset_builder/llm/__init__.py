@@ -7,6 +7,8 @@
 Jobs run engines as rows of the engine stage (stage.py); actor.py hosts a long-lived engine.
 """
 from dataset_builder.llm.base import Completion, EngineConfig, EngineError, Sampling  # noqa: F401
+from dataset_builder.llm.openai_engine import OpenAIEngine
+from dataset_builder.llm.vllm_engine import VLLMEngine
 
 
 def make_engine(cfg):
@@ -15,9 +17,7 @@ def make_engine(cfg):
     if cfg.attach:
         return RemoteEngine(cfg.attach)
     if cfg.backend == "openai":
-        from dataset_builder.llm.openai_engine import OpenAIEngine
         return OpenAIEngine(cfg)
-    from dataset_builder.llm.vllm_engine import VLLMEngine
     return VLLMEngine(cfg)
 
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Literal
 
-from dataset_builder.config import field
+from dataset_builder.core.config import field
 
 
 class EngineError(RuntimeError):

@@ -27,8 +27,13 @@ import uuid
 
 import pyarrow as pa
 
+from dataset_builder.core import ray_private
+from dataset_builder.core.logs import library_logging
+from dataset_builder.core.records import ROW
+from dataset_builder.llm import make_engine
+from dataset_builder.llm.base import EngineError
+
 log = logging.getLogger(__name__)
-ROW = pa.schema([("id", pa.string()), ("status", pa.string()), ("payload", pa.string())])
 
 
 def _engine_dead(e: BaseException) -> bool:
@@ -46,14 +51,11 @@ class EngineStage:
     def __init__(self, engine_cfg, task_cls, task_kwargs: dict, up_key: str = ""):
         import ray
 
-        from dataset_builder import library_logging
-        from dataset_builder.llm import make_engine
         library_logging()  # this replica's lines in its Ray worker log
         self.engine = make_engine(engine_cfg)
         self.task = task_cls(**task_kwargs)
         if up_key:  # tells engines_up's watcher on the driver that a replica is up
-            from ray.experimental.internal_kv import _internal_kv_put
-            _internal_kv_put(up_key, b"1", overwrite=True)
+            ray_private.kv_put(up_key, b"1")
         ctx = ray.get_runtime_context()
         self.where = json.dumps({"node_id": ctx.get_node_id(), "pid": os.getpid()})
         log.info("engine replica up: %s on %s", engine_cfg.attach or engine_cfg.model, self.where)
@@ -85,22 +87,20 @@ class EngineStage:
         return pa.Table.from_pylist(out, schema=ROW)
 
 
-def engine_stage(ds, engine_cfg, task_cls, task_kwargs: dict):
+def engine_stage(ds, engine_cfg, task_cls, task_kwargs: dict, up_key: str = ""):
     """`ds` (rows id/status/payload) through the engine pool; one row per task so rows finish
-    independently. `engine_cfg.min_replicas..max_replicas` bound the pool."""
+    independently. `engine_cfg.min_replicas..max_replicas` bound the pool. `up_key`: what
+    `engines_up` yielded, so that its watcher hears when the first replica is up."""
     from ray.data import ActorPoolStrategy
     lo, hi = engine_cfg.min_replicas, max(engine_cfg.min_replicas, engine_cfg.max_replicas)
     return ds.repartition(target_num_rows_per_block=1).map_batches(
         EngineStage, batch_size=1, batch_format="pyarrow",
         fn_constructor_kwargs={"engine_cfg": engine_cfg, "task_cls": task_cls,
-                               "task_kwargs": task_kwargs, "up_key": _UP_KEY["key"]},
+                               "task_kwargs": task_kwargs, "up_key": up_key},
         compute=ActorPoolStrategy(min_size=lo, max_size=hi,
                                   max_concurrent_calls_per_actor=engine_cfg.in_flight),
         num_cpus=0 if engine_cfg.attach else engine_cfg.num_cpus,
         num_gpus=0 if engine_cfg.attach else engine_cfg.num_gpus)
-
-
-_UP_KEY = {"key": ""}  # set by engines_up on the driver: the key its stages' replicas mark
 
 
 @contextlib.contextmanager
@@ -109,11 +109,13 @@ def engines_up(*engine_cfgs):
     keeps the DataContext it was created under): Ray Data waits for each pool's first
     `min_replicas` (by default forever, silently); here a line says what it waits for, and a
     cluster with no room for one engine, or an engine that cannot load its model, ends the
-    job with one line after `start_timeout_s`."""
+    job with one line after `start_timeout_s`. Yields the key to pass to `engine_stage`:
+
+        with engines_up(cfg.engine) as up_key:
+            ds = engine_stage(ds, cfg.engine, Task, {...}, up_key=up_key)
+    """
     import ray
     from ray.data import DataContext
-
-    from dataset_builder.llm.base import EngineError
     cfgs = [c for c in engine_cfgs if c is not None]
     timeout = max(c.start_timeout_s for c in cfgs)
     ctx = DataContext.get_current()
@@ -123,10 +125,10 @@ def engines_up(*engine_cfgs):
         log.info("engine stage: %d..%d replicas of %s, each %s", c.min_replicas, c.max_replicas,
                  c.attach or c.model, "attached" if c.attach else
                  {"CPU": c.num_cpus, "GPU": c.num_gpus})
-    _UP_KEY["key"] = key = f"longwriter-engine-up-{uuid.uuid4().hex}"
+    key = f"longwriter-engine-up-{uuid.uuid4().hex}"
     stop = _watch_start(key, need, timeout)
     try:
-        yield
+        yield key
     except ray.exceptions.GetTimeoutError:
         raise EngineError(
             f"no engine replica was up after {timeout}s: each needs {' or '.join(map(str, need))}"
@@ -138,7 +140,6 @@ def engines_up(*engine_cfgs):
         raise EngineError(f"an engine replica could not start: {why.strip()[:500]}") from None
     finally:
         stop.set()
-        _UP_KEY["key"] = ""
         ctx.wait_for_min_actors_s = old
 
 
@@ -150,34 +151,20 @@ def _watch_start(key: str, need: list[dict], timeout: float):
     import time
 
     import ray
-    from ray.experimental.internal_kv import _internal_kv_del, _internal_kv_get
     stop, t0, every = threading.Event(), time.monotonic(), min(60.0, max(timeout / 2, 1.0))
 
     def watch():
         try:
             while need and not stop.wait(every):
-                if _internal_kv_get(key):
+                if ray_private.kv_get(key):
                     break
                 log.warning("waiting for an engine replica (%.0fs of %ss): each needs %s; "
                             "free in the cluster: %s", time.monotonic() - t0, timeout,
                             " or ".join(map(str, need)), ray.available_resources())
             stop.wait()
-            _internal_kv_del(key)
+            ray_private.kv_del(key)
         except Exception:  # noqa: BLE001 -- Ray shut down under the watcher: nothing to say
             pass
 
     threading.Thread(target=watch, daemon=True, name="engine-start-watch").start()
     return stop
-
-
-def todo(item: dict) -> dict:
-    """A row for the engine stage."""
-    return {"id": item["id"], "status": "todo",
-            "payload": json.dumps(item, ensure_ascii=False, default=str)}
-
-
-def reject_row(item: dict, stage: str, reason: str) -> dict:
-    """A row that is rejected: it passes later stages untouched and lands in `_rejects/`."""
-    return {"id": item.get("id"), "status": "reject",
-            "payload": json.dumps({**item, "stage": stage, "reason": reason},
-                                  ensure_ascii=False, default=str)}

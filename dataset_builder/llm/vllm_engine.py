@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 from dataset_builder.llm.base import Completion, EngineConfig, EngineError, Sampling
+from dataset_builder.llm.batch_stats import vllm_logger
 from dataset_builder.llm.render import ChatRenderer
 
 
@@ -55,7 +56,6 @@ class VLLMEngine:
         )
         loggers, self.batch = [], None
         if cfg.batch_stats:
-            from dataset_builder.llm.batch_stats import vllm_logger
             batch = self.batch = vllm_logger(cfg.max_num_seqs)
             loggers = [lambda vllm_config, engine_index: batch]
         try:

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from dataset_builder import storage
+from dataset_builder.core import storage
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.e2e
@@ -85,7 +85,7 @@ def test_generate_job_writes_records_to_s3(ray_head, tiny_model, moto_s3, tmp_pa
     storage.write_bytes_atomic(f"{run}/in.jsonl", b"\n".join([*lines, b"{bad json"]))
     t0 = time.time()
     r = _submit(address, env, "python", "-m", "ray_jobs.generate", "--config",
-                "ray_jobs/configs/tiny.yaml", "--set", f"engine.model={tiny_model}",
+                "ray_jobs/configs/generate_tiny.yaml", "--set", f"engine.model={tiny_model}",
                 "--set", f"input={run}/in.jsonl", "--set", f"output={run}/out",
                 "--set", "progress=false", "--set", "engine.batch_stats=true")
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
@@ -107,7 +107,7 @@ def test_generate_job_writes_records_to_s3(ray_head, tiny_model, moto_s3, tmp_pa
 def test_bad_config_fails_with_one_clear_line(ray_head):
     address, env, _ = ray_head
     r = _submit(address, env, "python", "-m", "ray_jobs.generate", "--config",
-                "ray_jobs/configs/tiny.yaml", "--set", "engine.max_num_seqs=many",
+                "ray_jobs/configs/generate_tiny.yaml", "--set", "engine.max_num_seqs=many",
                 "--set", "input=x", "--set", "output=y")
     assert r.returncode != 0
     assert "error: engine.max_num_seqs: expected int, got str" in r.stdout + r.stderr

@@ -10,11 +10,12 @@ import random
 import pyarrow as pa
 import pytest
 
-from dataset_builder import storage
-from dataset_builder.config import load_config
+from dataset_builder.core import storage
+from dataset_builder.core.config import load_config
+from dataset_builder.core.records import GENERATION
 from dataset_builder.curate import shards
-from dataset_builder.curate.pipeline import CurateConfig, run_curation
-from dataset_builder.records import GENERATION
+from dataset_builder.curate.config import CurateConfig
+from dataset_builder.curate.pipeline import run_curation
 
 rng = random.Random(7)
 VOCAB = [f"{a}{b}" for a in ("ka", "lo", "mi", "ne", "su", "ta", "ri", "po", "ve", "zu",

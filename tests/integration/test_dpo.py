@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from dataset_builder import storage
-from dataset_builder.config import load_config
+from dataset_builder.core import storage
+from dataset_builder.core.config import load_config
 from tests.conftest import chat_with_export
 from tests.integration.test_sft import _kill_a_worker_after_checkpoint
 from train.config import DPOTrainConfig

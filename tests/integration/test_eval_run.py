@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 import ray
 
-from dataset_builder.config import load_config
+from dataset_builder.core.config import load_config
 from eval import judge as J
 from eval.config import EvalConfig
-from eval.longbench import run_eval
+from eval.evaluate import run_eval
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-TINY_YAML = str(REPO / "ray_jobs" / "configs" / "eval_tiny.yaml")
+TINY_YAML = str(REPO / "ray_jobs" / "configs" / "evaluate_tiny.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +113,7 @@ def test_full_run_then_rerun(tiny_engine, demo_judge, tiny_model, demo_model, tm
         assert res2["overall"]["S_q"] == res["overall"]["S_q"] and res2["run"]["judge_calls"] == 0
 
     # The job entrypoint, scoring stored responses only (no engine start), in unicode mode.
-    from dataset_builder.jobs import cli
+    from ray_jobs.common import cli
     from ray_jobs.evaluate import main
     sets = _overrides(tiny_model, demo_model, out, "generate=false", "judge_enabled=false",
                       "word_count_mode=unicode")
@@ -153,8 +153,8 @@ def test_preference_pairs_from_sampled_and_judged_answers(tiny_engine, demo_judg
     """The pairs job on the evaluation's machinery: k samples per instruction from the tiny
     model, judged by the demo model, paired by the rules; every instruction accounted for; a
     rerun reuses every sample and judgement."""
-    from dataset_builder import storage
-    from train.preference import PAIR, PairsConfig, run_pairs
+    from dataset_builder.core import storage
+    from train.pairs import PAIR, PairsConfig, run_pairs
 
     bench = json.loads((REPO / "eval/data/longbench_write/longbench_write.jsonl").open()
                        .readline())["prompt"]

@@ -9,8 +9,8 @@ import json
 import pytest
 import ray
 
-from dataset_builder import storage
-from dataset_builder.config import load_config
+from dataset_builder.core import storage
+from dataset_builder.core.config import load_config
 from dataset_builder.generation import GenerateConfig, run
 
 pytestmark = pytest.mark.integration
@@ -38,7 +38,7 @@ def _input(path, extra: list[bytes] = ()):
 
 
 def _cfg(tiny_model, inp, out, *extra):
-    return load_config(GenerateConfig, "ray_jobs/configs/tiny.yaml",
+    return load_config(GenerateConfig, "ray_jobs/configs/generate_tiny.yaml",
                        [f"engine.model={tiny_model}", f"input={inp}", f"output={out}",
                         "progress=false", "engine.attach=tiny-engine", *extra])
 

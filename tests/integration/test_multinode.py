@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from dataset_builder import storage
+from dataset_builder.core import storage
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
@@ -27,11 +27,11 @@ BIN = os.path.dirname(sys.executable)
 COMMON = r"""
 import json, os, sys, threading, time
 import ray
-from dataset_builder.config import load_config
+from dataset_builder.core.config import load_config
 from dataset_builder.generation import GenerateConfig, run
 
 def cfg(model, inp, out, *extra):
-    return load_config(GenerateConfig, "ray_jobs/configs/tiny.yaml", [
+    return load_config(GenerateConfig, "ray_jobs/configs/generate_tiny.yaml", [
         f"engine.model={model}", f"input={inp}", f"output={out}", "progress=false",
         "engine.num_gpus=1", "engine.cpu_kvcache_gib=1", "engine.in_flight=4",
         "engine.max_num_seqs=8", *extra])
@@ -41,8 +41,8 @@ def steps(journal):
             for d, _, fs in os.walk(journal) for f in fs if f.startswith("step-")}
 
 def replicas(states=("ALIVE",)):  # engine replicas (from the GCS: no dashboard needed)
-    from ray._private.state import actors
-    return [a for a in actors().values()
+    from dataset_builder.core.ray_private import actor_states
+    return [a for a in actor_states().values()
             if "EngineStage" in a["ActorClassName"] and a["State"] in states]
 
 """

@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from dataset_builder import storage
-from dataset_builder.config import load_config
+from dataset_builder.core import storage
+from dataset_builder.core.config import load_config
 from ray_jobs.pipeline import PipelineConfig, PipelineError, run_pipeline
 
 pytestmark = pytest.mark.integration

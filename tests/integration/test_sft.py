@@ -12,8 +12,8 @@ import psutil
 import pyarrow as pa
 import pytest
 
-from dataset_builder import storage
-from dataset_builder.config import load_config
+from dataset_builder.core import storage
+from dataset_builder.core.config import load_config
 from dataset_builder.curate.shards import LONGWRITER, to_messages
 from tests.conftest import chat_with_export
 from train.config import SFTConfig

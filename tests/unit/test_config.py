@@ -3,7 +3,7 @@ import typing
 
 import pytest
 
-from dataset_builder.config import ConfigError, describe, load_config
+from dataset_builder.core.config import ConfigError, describe, load_config
 from dataset_builder.generation import GenerateConfig
 
 
@@ -62,14 +62,27 @@ def test_every_field_has_help():
     assert any(line.startswith("engine.model ") for line in lines)
 
 
-def test_shipped_configs_load():
-    for name in ("demo", "gpu", "tiny"):
-        cfg = load_config(GenerateConfig, f"ray_jobs/configs/{name}.yaml")
-        assert cfg.input and cfg.output
+def test_every_shipped_config_is_named_for_its_job_and_loads_there():
+    """`<job>.yaml` or `<job>_<size>.yaml`, where ray_jobs/<job>.py runs it: a config's name
+    says which job takes it, and it loads into that job's config class."""
+    import importlib
+    from pathlib import Path
+    configs = sorted(Path("ray_jobs/configs").glob("*.yaml"))
+    assert len(configs) >= 15
+    for path in configs:
+        job = path.stem.split("_")[0]
+        module = importlib.import_module(f"ray_jobs.{job}")   # fails for a name of no job
+        cls = module.CONFIG
+        # required fields a user sets on the command line
+        extra = [f"{k}=x" for k in ("input", "output", "data", "model", "base_model")
+                 if k in {f.name for f in dataclasses.fields(cls)}
+                 and f"\n{k}:" not in "\n" + path.read_text()]
+        cfg = load_config(cls, str(path), extra)
+        assert dataclasses.is_dataclass(cfg), path
 
 
 def test_yaml_boolean_words_map_back_to_literal_options():
-    from dataset_builder.curate.pipeline import CurateConfig
+    from dataset_builder.curate.config import CurateConfig
     cfg = load_config(CurateConfig, None, ["input=a", "output=b", "filters.truncation=off"])
     assert cfg.filters.truncation == "off"
 

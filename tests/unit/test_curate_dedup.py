@@ -9,20 +9,23 @@ import pyarrow as pa
 import pytest
 from datasketch import MinHash
 
-from dataset_builder.config import ConfigError
+from dataset_builder.core.config import ConfigError
 from dataset_builder.curate.dedup import (
+    DedupConfig,
+    decide_duplicates,
+    exact_duplicates,
+    text_key,
+)
+from dataset_builder.curate.minhash import (
     EMPTY,
     MinHashConfig,
     MinHasher,
     components,
-    exact_duplicates,
     lsh_candidates,
     near_duplicates,
     shingle_hashes,
-    text_key,
     token_hashes,
 )
-from dataset_builder.curate.pipeline import DedupConfig, decide_duplicates
 from dataset_builder.curate.stages import _dedup_keys_batch
 
 rng = random.Random(11)

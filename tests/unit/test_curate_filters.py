@@ -5,6 +5,7 @@ import random
 
 import pytest
 
+from dataset_builder.core.text import count_words
 from dataset_builder.curate.filters import (
     DuplicateParagraphs,
     EmptyParagraph,
@@ -21,7 +22,6 @@ from dataset_builder.curate.filters import (
     repeated_ngram_fraction,
     validate,
 )
-from dataset_builder.text import count_words
 
 rng = random.Random(3)
 VOCAB = [a + b + c for a in "bdfgklmnprst" for b in "aeiou" for c in ("n", "r", "sk", "lt")]

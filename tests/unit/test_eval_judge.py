@@ -9,9 +9,9 @@ import pytest
 
 from dataset_builder.llm.base import Completion, EngineConfig, EngineError
 from eval import judge as J
-from eval.benchmark import parse_benchmark
 from eval.config import EvalConfig
-from eval.longbench import build_results, score_samples
+from eval.evaluate import build_results, score_samples
+from eval.longbench_data import parse_benchmark
 from eval.scoring import DIMENSIONS
 
 GOOD = {d: 4 for d in DIMENSIONS}
@@ -326,9 +326,9 @@ def test_generation_failure_is_a_record_and_success_counts_words(tmp_path):
 
 
 def test_unrunnable_config_fails_before_any_engine_starts(tmp_path):
-    from dataset_builder.config import ConfigError
-    from dataset_builder.storage import StorageError
-    from eval.longbench import run_eval
+    from dataset_builder.core.config import ConfigError
+    from dataset_builder.core.storage import StorageError
+    from eval.evaluate import run_eval
     with pytest.raises(ConfigError, match="engine.model is required"):
         run_eval(EvalConfig(output=str(tmp_path)))
     with pytest.raises(ConfigError, match="judge_samples must be >= 1"):

@@ -6,9 +6,10 @@ import json
 
 import pyarrow as pa
 
-from dataset_builder import storage
+from dataset_builder.core import storage
+from dataset_builder.core.records import todo
 from dataset_builder.llm.base import EngineConfig
-from dataset_builder.llm.stage import EngineStage, todo
+from dataset_builder.llm.stage import EngineStage
 from eval.config import EvalConfig
 from eval.stages import GenerateTask, GenerationStore, JudgeTask, generation_hash
 from tests.unit.test_eval_judge import GOOD_TEXT, FakeJudge
@@ -85,7 +86,7 @@ def test_json_store_reads_damaged_documents_as_missing(tmp_path):
 def test_collect_keeps_a_response_whose_judging_raised(tmp_path):
     """A task exception is that row's reject: in generation the item failed; in judging the
     response stands and every replicate is a failed judgement with the reason (counted)."""
-    from eval.longbench import _collect
+    from eval.evaluate import _collect
     cfg = _cfg(tmp_path, judge_samples=2)
     work = [("lbw", {"id": "a"}), ("lbw", {"id": "b"}), ("ruler", {"id": "a"})]
     done = [

@@ -5,10 +5,11 @@ row handling with the engine swapped for a fake."""
 import asyncio
 import json
 
-from dataset_builder.config import load_config
+from dataset_builder.core.config import load_config
+from dataset_builder.core.records import todo
 from dataset_builder.generation import AgentWriteTask, GenerateConfig, _decide, _send_order
 from dataset_builder.llm import Completion
-from dataset_builder.llm.stage import EngineStage, todo
+from dataset_builder.llm.stage import EngineStage
 from tests.unit.test_agentwrite_faults import PLAN
 
 

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from dataset_builder import instructions as ins
-from dataset_builder.storage import StorageError
-from dataset_builder.text import stable_id
+from dataset_builder.core import instructions as ins
+from dataset_builder.core.storage import StorageError
+from dataset_builder.core.text import stable_id
 
 
 def test_bad_rows_become_rejects_with_line_numbers(tmp_path):

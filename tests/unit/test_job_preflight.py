@@ -16,7 +16,7 @@ def _job(*args, timeout=60):
 @pytest.mark.parametrize("model", ["{tmp}/no-such-model", "", "relative/missing-model"])
 def test_generate_with_a_bad_model_path_fails_in_one_line(model, tmp_path):
     out = tmp_path / "out"
-    r = _job("-m", "ray_jobs.generate", "--config", "ray_jobs/configs/tiny.yaml", "--set",
+    r = _job("-m", "ray_jobs.generate", "--config", "ray_jobs/configs/generate_tiny.yaml", "--set",
              f"engine.model={model.format(tmp=tmp_path)}", "--set", f"output={out}")
     assert r.returncode == 2, r.stderr[-2000:]
     assert "error: engine.model " in r.stderr and ("not found" in r.stderr or
@@ -26,7 +26,7 @@ def test_generate_with_a_bad_model_path_fails_in_one_line(model, tmp_path):
 
 
 def test_generate_checks_its_input_before_starting_ray(tmp_path, tiny_model):
-    r = _job("-m", "ray_jobs.generate", "--config", "ray_jobs/configs/tiny.yaml", "--set",
+    r = _job("-m", "ray_jobs.generate", "--config", "ray_jobs/configs/generate_tiny.yaml", "--set",
              f"engine.model={tiny_model}", "--set", f"input={tmp_path}/none.jsonl",
              "--set", f"output={tmp_path}/out")
     assert r.returncode == 2 and "error: input not found: " in r.stderr
@@ -34,7 +34,7 @@ def test_generate_checks_its_input_before_starting_ray(tmp_path, tiny_model):
 
 
 def test_evaluate_with_a_bad_judge_path_fails_in_one_line(tmp_path, tiny_model):
-    r = _job("-m", "ray_jobs.evaluate", "--config", "ray_jobs/configs/eval_tiny.yaml",
+    r = _job("-m", "ray_jobs.evaluate", "--config", "ray_jobs/configs/evaluate_tiny.yaml",
              "--set", f"engine.model={tiny_model}", "--set", f"judge.model={tmp_path}/nope",
              "--set", f"output={tmp_path}/eval")
     assert r.returncode == 2, r.stderr[-2000:]

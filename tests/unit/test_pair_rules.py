@@ -1,5 +1,5 @@
 """DPO pair rules: combined score, margin, ties, seeded choice, drops with reasons."""
-from train.pairs import PairRules, combined, make_pair
+from train.pair_rules import PairRules, combined, make_pair
 
 
 def a(i, s_q, s_l):
@@ -44,8 +44,8 @@ def test_ties_keep_the_first_and_drops_have_reasons():
 def test_pair_rows_records_and_drops(tmp_path):
     import json
 
-    from dataset_builder.config import load_config
-    from train.preference import PairsConfig, _instructions, pair_rows
+    from dataset_builder.core.config import load_config
+    from train.pairs import PairsConfig, _instructions, pair_rows
 
     bench = json.loads(open("eval/data/longbench_write/longbench_write.jsonl").readline())
     data = tmp_path / "in.jsonl"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from dataset_builder import storage
+from dataset_builder.core import storage
 from eval.compare import side_summary, write_pipeline_report
 
 

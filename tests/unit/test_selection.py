@@ -1,12 +1,11 @@
 import pytest
 
-from dataset_builder.selection import (
+from dataset_builder.core.instructions import (
     assign_required,
     chinese_numeral,
     extract_required_words,
-    keep,
-    parse_estimate,
 )
+from dataset_builder.selection import keep, parse_estimate
 
 
 @pytest.mark.parametrize("prompt,words", [

@@ -7,8 +7,8 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
-from dataset_builder import storage
-from dataset_builder.jobs import cli
+from dataset_builder.core import storage
+from ray_jobs.common import cli
 from ray_jobs.sft import main
 from train.config import SFTConfig
 from train.data import check_messages, encode, encode_rows

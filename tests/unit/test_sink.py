@@ -2,7 +2,7 @@
 written; merging is idempotent, lists each id once, and picks up a crashed run's parts."""
 import pyarrow as pa
 
-from dataset_builder import storage
+from dataset_builder.core import storage
 from dataset_builder.sink import COMMITS, merge_commits, write_part
 
 SCHEMA = pa.schema([("id", pa.string()), ("x", pa.int64())])

@@ -1,6 +1,6 @@
 import pytest
 
-from dataset_builder import storage
+from dataset_builder.core import storage
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -49,7 +49,7 @@ def test_missing_local_input():
 
 
 def test_dead_endpoint_without_credentials_names_both(monkeypatch):
-    from dataset_builder import storage
+    from dataset_builder.core import storage
     for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
               "AWS_ENDPOINT_URL"):
         monkeypatch.delenv(k, raising=False)

@@ -1,4 +1,4 @@
-from dataset_builder.text import count_words, detect_lang, normalize_prompt, stable_id
+from dataset_builder.core.text import count_words, detect_lang, normalize_prompt, stable_id
 
 
 def test_legacy_count_matches_published_rule():

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from dataset_builder.text import WORD_COUNT_MODES, count_words
+from dataset_builder.core.text import WORD_COUNT_MODES, count_words
 
 
 def published_count_words(text):

@@ -6,7 +6,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from dataset_builder import instructions, selection
+from dataset_builder.core import instructions
 from eval.contamination import BENCHMARK, BenchmarkIndex, tokens
 
 TRAIN = Path(__file__).resolve().parents[2] / "instructions" / "train.jsonl"
@@ -27,7 +27,7 @@ def test_enough_varied_readable_instructions():
     lengths = [r["required_words"] for r in rows]
     assert min(lengths) >= 2000 and max(lengths) <= 20000 and len(set(lengths)) >= 8
     for r in rows:  # the length stated in the text is the one recorded
-        assert selection.extract_required_words(r["prompt"]) == r["required_words"], r["prompt"]
+        assert instructions.extract_required_words(r["prompt"]) == r["required_words"], r["prompt"]
     assert (TRAIN.parent / "LICENSE").exists()
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
-from dataset_builder.config import load_config
+from dataset_builder.core.config import load_config
 from train.config import SFTConfig
 from train.sft import run_sft
 

@@ -1,6 +1,6 @@
 """LongBench-Write on Ray: load the benchmark, generate, judge, aggregate, report.
 
-    python -m ray_jobs.evaluate --config ray_jobs/configs/eval_tiny.yaml   # see that header
+    python -m ray_jobs.evaluate --config ray_jobs/configs/evaluate_tiny.yaml   # see that header
 
 Items are rows of a Ray Data dataset through two engine stages (dataset_builder.llm.stage):
 the model under test's pool writes each missing response (`eval.stages.GenerateTask`, stored at
@@ -16,13 +16,16 @@ from __future__ import annotations
 import json
 import time
 
-from dataset_builder import config, storage
-from dataset_builder.config import ConfigError, config_hash
-from dataset_builder.text import count_words
+from dataset_builder.core import config, storage
+from dataset_builder.core.config import ConfigError, config_hash
+from dataset_builder.core.records import todo
+from dataset_builder.core.storage import save_resolved_config
+from dataset_builder.core.text import count_words
+from dataset_builder.llm.stage import engine_stage, engines_up
 from eval import judge as J
 from eval import scoring
-from eval.benchmark import custom_items, load_benchmark
 from eval.config import EvalConfig
+from eval.longbench_data import custom_items, load_benchmark
 from eval.ruler import ruler_items, ruler_summary
 from eval.stages import GenerateTask, JudgeTask, generation_hash, judge_schema, preflight, stores
 
@@ -61,7 +64,6 @@ def check_config(cfg: EvalConfig) -> None:
 def _rows(cfg: EvalConfig, work: list[tuple[str, dict]], gen_hash: str) -> tuple[list, dict]:
     """Dataset rows for (kind, item): a stored generation passes as "ok" (judged, not written
     again), a missing one is "todo" (or an error when generation is off)."""
-    from dataset_builder.llm.stage import todo
     prior, stale = {}, 0
     for kind, store in stores(cfg).items():
         done, n = store.load(gen_hash)
@@ -86,7 +88,6 @@ def _run_stages(cfg: EvalConfig, rows: list[dict], gen_hash: str) -> list[dict]:
     """The rows through the generation and judge pools; payloads back, in any order."""
     import ray
 
-    from dataset_builder.llm.stage import engine_stage, engines_up
     n_todo = sum(r["status"] == "todo" for r in rows)
     gen, judge = cfg.engine if n_todo else None, cfg.judge if cfg.judge_enabled else None
     if gen is not None and gen.backend == "openai" and not gen.attach:
@@ -96,14 +97,15 @@ def _run_stages(cfg: EvalConfig, rows: list[dict], gen_hash: str) -> list[dict]:
     if gen is None and judge is None:
         return [json.loads(r["payload"]) | {"status": r["status"]} for r in rows]
     ray.data.DataContext.get_current().enable_progress_bars = cfg.progress
-    with engines_up(gen, judge):
+    with engines_up(gen, judge) as up_key:
         ds = ray.data.from_items(rows)
         if gen is not None:
-            ds = engine_stage(ds, gen, GenerateTask, {"cfg": cfg, "gen_hash": gen_hash})
+            ds = engine_stage(ds, gen, GenerateTask, {"cfg": cfg, "gen_hash": gen_hash}, up_key)
         if judge is not None:  # an API judge's rate is shared among its replicas
             rpm = cfg.judge_rpm / max(judge.max_replicas, 1)
             cache = cfg.judge_cache or storage.join(cfg.output.rstrip("/"), "judge_cache")
-            ds = engine_stage(ds, judge, JudgeTask, {"cfg": cfg, "cache_uri": cache, "rpm": rpm})
+            ds = engine_stage(ds, judge, JudgeTask, {"cfg": cfg, "cache_uri": cache, "rpm": rpm},
+                              up_key)
         return [json.loads(r["payload"]) | {"status": r["status"]} for r in ds.take_all()]
 
 
@@ -253,7 +255,6 @@ def run_eval(cfg: EvalConfig, items: list[dict] | None = None) -> dict:
     (vllm, an OpenAI-compatible endpoint, or `attach` = a running EngineActor by name).
     `items`: score these (`custom_items`) instead of the benchmark. Returns results.json's
     content."""
-    from dataset_builder.config import save_resolved_config
     from eval.report import write_report
 
     check_config(cfg)

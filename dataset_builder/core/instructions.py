@@ -7,10 +7,11 @@ lang, required_words (nullable). Input is jsonl or parquet at any fsspec URI, wi
 from __future__ import annotations
 
 import json
+import re
 
-from dataset_builder import storage
-from dataset_builder.records import reject_record
-from dataset_builder.text import detect_lang, stable_id
+from dataset_builder.core import storage
+from dataset_builder.core.records import reject_record, reject_row, todo
+from dataset_builder.core.text import detect_lang, stable_id
 
 MAX_PROMPT_CHARS = 100_000  # far above any real instruction; guards against pasted dumps
 
@@ -114,9 +115,65 @@ def parse_file(row: dict, storage_cfg=None) -> list[dict]:
     """Ray Data flat_map over input files: one row per input line, an instruction or a reject
     (stage "input", with file and line). Runs in a Ray task, so files are read across the
     cluster, through this project's storage layer (its S3 endpoint settings), not a driver loop."""
-    from dataset_builder.llm.stage import reject_row, todo
-    from dataset_builder.selection import assign_required
     uri = row["file"]
     rows, rejects = read_instructions(uri, storage_cfg)
     out = [todo({**r, "file": uri}) for r in assign_required(rows)]
     return out + [reject_row({**r, "file": uri}, "input", r["reason"]) for r in rejects]
+
+
+# ---------------------------------------------------------------------------------------------
+# The required length stated in a prompt
+
+_NUM = r"(\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?)\s*([kK千]|万)?"
+_EN = re.compile(_NUM + r"\s*(?:-|\s)?\s*(?:words?\b|word-long)", re.IGNORECASE)
+_ZH = re.compile(_NUM + r"\s*(?:字|词)")
+_ZH_NUMERAL = re.compile(r"([零〇一二两三四五六七八九十百千万]+)\s*(?:字|词)")
+_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6,
+           "七": 7, "八": 8, "九": 9}
+_UNITS = {"十": 10, "百": 100, "千": 1000}
+
+
+def _scale(value: float, unit: str | None) -> int:
+    return int(value * {"k": 1000, "K": 1000, "千": 1000, "万": 10000}.get(unit or "", 1))
+
+
+def chinese_numeral(s: str) -> int | None:
+    """两千 -> 2000, 三千五百 -> 3500, 一万 -> 10000, 十 -> 10; None if not a numeral."""
+    total, section, digit = 0, 0, None
+    for ch in s:
+        if ch in _DIGITS:
+            digit = _DIGITS[ch]
+        elif ch in _UNITS:
+            section += (digit if digit is not None else 1) * _UNITS[ch]
+            digit = None
+        elif ch == "万":
+            total += (section + (digit or 0)) * 10000
+            section, digit = 0, None
+        else:
+            return None
+    value = total + section + (digit or 0)
+    return value or None
+
+
+def extract_required_words(prompt: str) -> int | None:
+    """The largest explicit length the prompt states, in words (CJK: characters); else None."""
+    found = []
+    for m in list(_EN.finditer(prompt)) + list(_ZH.finditer(prompt)):
+        found.append(_scale(float(m.group(1).replace(",", "")), m.group(2)))
+    for m in _ZH_NUMERAL.finditer(prompt):
+        v = chinese_numeral(m.group(1))
+        if v:
+            found.append(v)
+    found = [v for v in found if 10 <= v <= 1_000_000]
+    return max(found) if found else None
+
+
+def assign_required(rows: list[dict]) -> list[dict]:
+    """Fill required_words from the rules where absent; mark where it came from."""
+    for r in rows:
+        if r.get("required_words"):
+            r["required_words_source"] = "given"
+        else:
+            r["required_words"] = extract_required_words(r["prompt"])
+            r["required_words_source"] = "rule" if r["required_words"] else None
+    return rows

@@ -10,14 +10,10 @@ import argparse
 import sys
 from typing import Callable
 
-from dataset_builder import storage
-from dataset_builder.config import (  # noqa: F401  (jobs import them from here too)
-    ConfigError,
-    code_version,
-    describe,
-    load_config,
-    save_resolved_config,
-)
+from dataset_builder.core import ray_private, storage
+from dataset_builder.core.config import ConfigError, describe, load_config
+from dataset_builder.core.logs import library_logging
+from dataset_builder.core.storage import save_resolved_config  # noqa: F401 (the jobs use it)
 from dataset_builder.llm.base import EngineError
 
 EXPECTED = (ConfigError, storage.StorageError, EngineError, FileNotFoundError)
@@ -36,7 +32,6 @@ def cli(cls, main: Callable, argv: list[str] | None = None, description: str = "
     if args.help_config:
         print("\n".join(describe(cls)))
         return 0
-    from dataset_builder import library_logging
     library_logging()
     try:
         cfg = load_config(cls, args.config, args.set)
@@ -65,8 +60,7 @@ def init_ray() -> None:
     _route_ray_data_logs()
     address = os.environ.get("RAY_ADDRESS")
     extra = {} if address else {"address": "local", "_node_ip_address": "127.0.0.1"}
-    quiet = [logging.getLogger(n) for n in ("ray._private.authentication."
-                                            "authentication_token_setup", "ray._private.worker")]
+    quiet = [logging.getLogger(n) for n in ray_private.NOISY_INIT_LOGGERS]
     levels = [q.level for q in quiet]
     for q in quiet:
         q.setLevel(logging.ERROR)
@@ -75,7 +69,7 @@ def init_ray() -> None:
     finally:
         for q, level in zip(quiet, levels):
             q.setLevel(level)
-    logs = os.path.join(ray._private.worker._global_node.get_session_dir_path(), "logs")
+    logs = ray_private.session_log_dir()
     where = address or "a local Ray (token auth on: the token is ~/.ray/auth_token)"
     print(f"ray: {where}; dashboard {ctx.dashboard_url or '-'}; Ray's own logs: {logs}",
           file=sys.stderr)
@@ -89,5 +83,4 @@ def _route_ray_data_logs() -> None:
     os.environ.setdefault("RAY_DATA_LOGGING_CONFIG",
                           str(Path(__file__).with_name("ray_data_logging.yaml")))
     if "ray.data" in sys.modules:
-        from ray.data._internal.logging import configure_logging
-        configure_logging()
+        ray_private.reconfigure_ray_data_logging()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 
-from dataset_builder import records, storage
-from dataset_builder.text import detect_lang, stable_id
+from dataset_builder.core import records, storage
+from dataset_builder.core.text import detect_lang, stable_id
 from eval import scoring
 from eval.config import resolve_data_dir
 

@@ -10,6 +10,7 @@ written the same way. Readers read the manifest, never a directory listing.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import json
@@ -20,10 +21,12 @@ from dataclasses import dataclass
 import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
+import yaml
 
-from dataset_builder.config import field
+from dataset_builder.core.config import field, to_dict
 
 MANIFEST = "_manifest.json"
+REJECTS_DIR = "_rejects"   # a dataset directory's rejected rows: a dataset of its own
 
 
 @dataclass
@@ -209,9 +212,11 @@ class DatasetWriter:
         self.manifest = load_manifest(self.uri, cfg) or {"files": [], "rows": 0}
         self.manifest.update(extra or {})
         self._pending: list[dict] = []
+        self._schema: pa.Schema | None = None
 
     def write(self, rows: list[dict] | pa.Table, schema: pa.Schema | None = None) -> str | None:
         table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=schema)
+        self._schema = self._schema or table.schema
         if table.num_rows == 0:
             return None
         name = f"part-{len(self.manifest['files']) + len(self._pending):05d}.parquet"
@@ -225,6 +230,9 @@ class DatasetWriter:
         self.manifest["files"] += self._pending
         self.manifest["rows"] = sum(f["rows"] for f in self.manifest["files"])
         self.manifest.update(extra)
+        if self._schema is not None:  # so that a dataset of zero rows still reads with its columns
+            self.manifest["arrow_schema"] = base64.b64encode(
+                self._schema.serialize().to_pybytes()).decode()
         self._pending = []
         write_json(join(self.uri, MANIFEST), self.manifest, self.cfg)
         return self.manifest
@@ -236,9 +244,30 @@ def load_manifest(uri: str, cfg: StorageConfig | None = None) -> dict | None:
 
 
 def read_dataset(uri: str, cfg: StorageConfig | None = None) -> pa.Table | None:
-    """All committed parts of a dataset directory as one table (None if nothing is committed)."""
+    """All committed parts of a dataset directory as one table; None if nothing was ever
+    committed there (no manifest). A dataset committed with zero rows is an empty table, with
+    its schema when the writer saw one (`arrow_schema` in the manifest)."""
     manifest = load_manifest(uri, cfg)
-    if not manifest or not manifest["files"]:
+    if manifest is None:
         return None
+    if not manifest["files"]:
+        blob = manifest.get("arrow_schema")
+        schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(blob))) if blob else pa.schema([])
+        return schema.empty_table()
     tables = [read_parquet(join(uri, f["path"]), cfg) for f in manifest["files"]]
     return pa.concat_tables(tables, promote_options="permissive")
+
+
+def reset_dataset(uri: str, cfg: StorageConfig | None) -> None:
+    """Forget a previous (possibly half-written) output: remove its manifests, so writers
+    start again at part-00000 and nothing old stays visible."""
+    fs, path = get_fs(uri, cfg)
+    for manifest in (f"{path}/{MANIFEST}", f"{path}/{REJECTS_DIR}/{MANIFEST}"):
+        if fs.exists(manifest):
+            fs.rm(manifest)
+
+
+def save_resolved_config(cfg, out_uri: str, storage_cfg=None, name: str = "_config.yaml") -> None:
+    """The resolved config is saved next to the outputs it produced."""
+    data = yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True).encode()
+    write_bytes_atomic(join(out_uri, name), data, storage_cfg)

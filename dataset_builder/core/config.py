@@ -11,11 +11,13 @@ import hashlib
 import json
 import types
 import typing
+from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
 
 T = TypeVar("T")
+VERSION = "0.1.0"   # the project's version (dataset_builder.__version__)
 
 
 class ConfigError(ValueError):
@@ -168,26 +170,15 @@ def describe(cls: type, prefix: str = "", obj: Any = None) -> list[str]:
     return lines
 
 
-def save_resolved_config(cfg, out_uri: str, storage_cfg=None, name: str = "_config.yaml") -> None:
-    """The resolved config is saved next to the outputs it produced."""
-    from dataset_builder import storage
-    data = yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True).encode()
-    storage.write_bytes_atomic(storage.join(out_uri, name), data, storage_cfg)
-
-
 def code_version(*package_dirs: str) -> str:
     """Package version + hash of the given source folders (paths relative to the repo root).
 
     A content hash, not a git revision: `ray job submit --working-dir` ships no .git, and a
     stage's outputs should be invalidated by a change of its own code only.
     """
-    import hashlib
-    from pathlib import Path
-
-    import dataset_builder
-    root = Path(dataset_builder.__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     h = hashlib.sha256()
     for d in package_dirs or ("dataset_builder",):
         for path in sorted((root / d).rglob("*.py")):
             h.update(str(path.relative_to(root)).encode() + path.read_bytes())
-    return f"{dataset_builder.__version__}+{h.hexdigest()[:12]}"
+    return f"{VERSION}+{h.hexdigest()[:12]}"
