@@ -30,7 +30,7 @@ Prints a table; the last line is one JSON object. Also writes out/benchmarks/age
 The default run takes about 40 minutes on 2 CPU cores (~40k output tokens per scheduler).
 What bounds the ratios there: prefill and long-context attention cost the same under every
 scheduler and only decoding gains from batching, so the replay ceiling itself is only ~1.6x
-reference and ~1.1x round scheduling on this machine (2026-11-25); see README "Benchmarks".
+reference and ~1.1x round scheduling on this machine (2026-11-25); see docs/BENCHMARKS.md.
 """
 from __future__ import annotations
 
@@ -169,7 +169,7 @@ async def _job(engine, rows, plans, cfg, args, warm) -> tuple[dict, list]:
 async def _loop(rows, plans, cfg, in_flight, longest_first=False):
     """Driver-loop scheduling: `in_flight` instructions at once, each walked step by step;
     longest_first: started in the job's order, else in input order."""
-    from dataset_builder.generation import longest_first_key
+    from dataset_builder.selection import longest_first_key
     journal = _seed_journal(rows, plans)
     if longest_first:
         rows = sorted(rows, key=longest_first_key)

@@ -70,6 +70,8 @@ class AgentWriteTask:
     chat template), the LLM length estimate when the prompt states none, then plan + write with
     the step journal; `max_attempts` starts in one run at most (the count is journaled)."""
     stage = "agentwrite"
+    accepts = ("todo",)
+    engine_key = "engine"
 
     def __init__(self, cfg: GenerateConfig, journal_uri: str, run_id: str):
         self.cfg, self.journal_uri, self.run_id = cfg, journal_uri, run_id
@@ -122,52 +124,6 @@ class AgentWriteTask:
         return {**res, "attempt": n}
 
 
-def _decide(rows: list[dict], done: set, recorded: set, cfg: GenerateConfig) -> dict:
-    """(file, line) -> "todo" | "skip" | "later" | (stage, reason), in input order: earlier results are
-    skipped, repeated ids are duplicates, the length rules apply, then `limit`."""
-    sel, out, seen, n_todo = cfg.selection, {}, set(), 0
-    for r in sorted(rows, key=lambda r: (r["file"], r["line"])):
-        key = (r["file"], r["line"])
-        if r["status"] == "reject":
-            out[key] = "skip" if ("input", None, r["line"], r["file"]) in recorded else "keep"
-            continue
-        if r["id"] in done:
-            out[key] = "skip"
-            continue
-        if r["id"] in seen:
-            out[key] = ("dedup", "duplicate_prompt")
-            continue
-        seen.add(r["id"])
-        ok, reason = selection.keep(r, sel.min_required_words, sel.max_estimate_words,
-                                    sel.languages)
-        if not ok and reason == "required_words_unknown" and sel.llm_estimate:
-            ok = True  # the engine stage estimates it, then applies the rules
-        if not ok:
-            out[key] = ("selection", reason)
-        elif cfg.limit is not None and n_todo >= cfg.limit:
-            out[key] = "later"  # selected, beyond this run's limit
-        else:
-            out[key] = "todo"
-            n_todo += 1
-    return out
-
-
-def _send_order(rows: list[dict], decisions: dict, longest_first: bool) -> dict:
-    """(file, line) -> rank of each "todo" row in the engine stage's queue. Longest first is
-    the classic makespan rule (LPT): the rows that run longest start while the pool is full,
-    and the short ones fill the gaps at the end. A row with no stated length (the LLM
-    estimates it in the stage) may be as long as any, so it goes before all of them."""
-    todo = [r for r in rows if decisions[(r["file"], r["line"])] == "todo"]
-    if longest_first:
-        todo.sort(key=longest_first_key)
-    return {(r["file"], r["line"]): i for i, r in enumerate(todo)}
-
-
-def longest_first_key(row: dict) -> float:
-    """Sort key of the send order: the most required words first, unknown lengths before all."""
-    return -(row.get("required_words") or float("inf"))
-
-
 def _apply(batch, decisions: dict, order: dict):
     """Ray Data map_batches: each row as decided on the driver, with its rank in the engine
     stage's queue (`order`; 0 for rows that do not go there); skipped rows drop out."""
@@ -208,9 +164,9 @@ def _earlier(out: str, cfg: GenerateConfig) -> tuple[set, set]:
     """Ids finished or rejected by earlier runs (not retried unless retry_rejects), and the
     rejects already recorded (a rerun records none twice)."""
     gens = storage.read_dataset(storage.join(out, "generations"), cfg.storage)
-    done = set(gens.column("id").to_pylist()) if gens is not None else set()
+    done = set(gens.column("id").to_pylist()) if gens is not None and gens.num_rows else set()
     old = storage.read_dataset(storage.join(out, "_rejects"), cfg.storage)
-    old = old.to_pylist() if old is not None else []
+    old = old.to_pylist() if old is not None else []   # zero rows: an empty list
     if not cfg.retry_rejects:
         done |= {r["id"] for r in old if r["id"] and r["stage"] not in ("input", "dedup")}
     return done, {(r["stage"], r["id"], r["line"], r["file"]) for r in old}
@@ -239,8 +195,8 @@ def _run(cfg: GenerateConfig, up_key: str) -> dict:
     rows = ds.map(lambda r: {k: v for k, v in json.loads(r["payload"]).items() if k in (
         "id", "file", "line", "lang", "required_words", "required_words_source")}
         | {"status": r["status"]}).take_all()
-    decisions = _decide(rows, done, recorded, cfg)
-    order = _send_order(rows, decisions, cfg.longest_first)
+    decisions = selection.decide(rows, done, recorded, cfg.selection, cfg.limit)
+    order = selection.send_order(rows, decisions, cfg.longest_first)
     n_todo = len(order)
     run_id = uuid.uuid4().hex[:12]  # names this run's parts and scopes its attempt counts
     ds = ds.map_batches(_apply, batch_format="pyarrow",

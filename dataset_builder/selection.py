@@ -47,3 +47,51 @@ def keep(row: dict, min_words: int, max_estimate: int | None = None,
     if req < min_words:
         return False, f"below_min_required_words: {req} < {min_words}"
     return True, None
+
+
+def decide(rows: list[dict], done: set, recorded: set, sel: SelectionConfig,
+           limit: int | None = None) -> dict:
+    """(file, line) -> "todo" | "skip" | "later" | (stage, reason), in input order: earlier results are
+    skipped, repeated ids are duplicates, the length rules apply, then `limit`. The driver
+    decides from each row's id, file, line, language and length (no text)."""
+    out, seen, n_todo = {}, set(), 0
+    for r in sorted(rows, key=lambda r: (r["file"], r["line"])):
+        key = (r["file"], r["line"])
+        if r["status"] == "reject":
+            out[key] = "skip" if ("input", None, r["line"], r["file"]) in recorded else "keep"
+            continue
+        if r["id"] in done:
+            out[key] = "skip"
+            continue
+        if r["id"] in seen:
+            out[key] = ("dedup", "duplicate_prompt")
+            continue
+        seen.add(r["id"])
+        ok, reason = keep(r, sel.min_required_words, sel.max_estimate_words,
+                                    sel.languages)
+        if not ok and reason == "required_words_unknown" and sel.llm_estimate:
+            ok = True  # the engine stage estimates it, then applies the rules
+        if not ok:
+            out[key] = ("selection", reason)
+        elif limit is not None and n_todo >= limit:
+            out[key] = "later"  # selected, beyond this run's limit
+        else:
+            out[key] = "todo"
+            n_todo += 1
+    return out
+
+
+def send_order(rows: list[dict], decisions: dict, longest_first: bool) -> dict:
+    """(file, line) -> rank of each "todo" row in the engine stage's queue. Longest first is
+    the classic makespan rule (LPT): the rows that run longest start while the pool is full,
+    and the short ones fill the gaps at the end. A row with no stated length (the LLM
+    estimates it in the stage) may be as long as any, so it goes before all of them."""
+    todo = [r for r in rows if decisions[(r["file"], r["line"])] == "todo"]
+    if longest_first:
+        todo.sort(key=longest_first_key)
+    return {(r["file"], r["line"]): i for i, r in enumerate(todo)}
+
+
+def longest_first_key(row: dict) -> float:
+    """Sort key of the send order: the most required words first, unknown lengths before all."""
+    return -(row.get("required_words") or float("inf"))

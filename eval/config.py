@@ -18,6 +18,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # The published evaluation sets, vendored (Apache-2.0, see its NOTICE) so that a fresh clone and
 # `ray job submit --working-dir .` carry them.
 DEFAULT_DATA_DIR = "eval/data/longbench_write"
+RULER_FILE = "eval/data/longwrite_ruler/longwrite_ruler.jsonl"   # the published set
 RULER_LENGTHS = [1000, 2000, 5000, 10000, 20000, 30000]
 
 
@@ -85,11 +86,18 @@ class EvalConfig:
     judge_cache: str = field("", help="Judge cache directory (fsspec URI); default "
         "<output>/judge_cache. Keyed by judge model, prompt version and judged message.")
     bootstrap_resamples: int = field(2000, help="Bootstrap resamples for the 95% CIs.")
-    ruler: bool = field(True, help="Also run LongWrite-Ruler (8 prompts x ruler_lengths).")
+    min_required_words: int = field(0, help="Only LongBench-Write prompts that ask for at "
+        "least this many words (e.g. 2000: its long requests); applied before `limit`. 0: all.")
+    ruler: bool = field(True, help="Also run LongWrite-Ruler (its prompts x ruler_lengths).")
+    ruler_set: Literal["published", "project"] = field("published", help="published: the "
+        "LongWrite-Ruler prompts as released with the paper (eval/data/longwrite_ruler, "
+        "compare with its figures); project: 8 prompts written for this project.")
+    ruler_languages: list[str] = field(default_factory=list, help="Ruler prompts of these "
+        "languages only (e.g. [en]); empty: all.")
     ruler_lengths: list[int] = field(  # noqa: RUF009
         default_factory=lambda: list(RULER_LENGTHS), help="LongWrite-Ruler required lengths.")
-    ruler_prompts: int = field(0, help="Use only the first N ruler prompts, alternating "
-        "English/Chinese (0 = all 8).")
+    ruler_prompts: int = field(0, help="Use only the first N ruler prompts (after "
+        "ruler_languages; 0 = all).")
     progress: bool = field(True, help="Show progress bars.")
 
 

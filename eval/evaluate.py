@@ -178,9 +178,9 @@ def comparability(cfg: EvalConfig, n_rejects: int) -> list[str]:
     return why
 
 
-def build_results(cfg: EvalConfig, rows: list[dict], judgements: list[dict], rejects: list[dict],
-                  meta: dict, ruler_recs: list[dict], stats: dict) -> dict:
-    n_boot, seed = cfg.bootstrap_resamples, cfg.seed
+def _coverage(cfg: EvalConfig, rows: list[dict], judgements: list[dict], rejects: list[dict],
+              meta: dict) -> dict:
+    """Every denominator of the scores, and whether the run is complete: no failure hides."""
     n_items, n_gen = len(rows), sum(r["s_l"] is not None for r in rows)
     n_judged = sum(r["s_q"] is not None for r in rows)
     calls_ok = sum(j["status"] == "ok" for j in judgements)
@@ -189,14 +189,7 @@ def build_results(cfg: EvalConfig, rows: list[dict], judgements: list[dict], rej
         if j["status"] != "ok":
             reason = (j["errors"] or ["unknown"])[-1].split(":")[0].split(" (")[0]
             failures[reason] = failures.get(reason, 0) + 1
-    judged_rows = [r for r in rows if r["ratings"]]
-    dims = {d: {"mean_rating": sum(r["ratings"][d] for r in judged_rows) / len(judged_rows),
-                "score": sum(scoring.dimension_score(r["ratings"][d]) for r in judged_rows)
-                / len(judged_rows)} for d in scoring.DIMENSIONS} if judged_rows else None
-    not_comparable = comparability(cfg, len(rejects))
-    if meta["data_file"] == "custom items":
-        not_comparable.insert(0, "custom items, not LongBench-Write")
-    coverage = {
+    return {
         "benchmark_lines": meta["lines"], "rejected_lines": len(rejects),
         "items": n_items, "generated": n_gen, "generation_failed": n_items - n_gen,
         "judged": n_judged, "judge_coverage": n_judged / n_gen if n_gen else None,
@@ -208,6 +201,55 @@ def build_results(cfg: EvalConfig, rows: list[dict], judgements: list[dict], rej
         "complete": not rejects and n_gen == n_items and (
             not cfg.judge_enabled or n_judged == n_gen),
     }
+
+
+def _dimensions(rows: list[dict]) -> dict | None:
+    """Per quality dimension over the judged responses: mean rating (1-5) and its 0-100 score."""
+    judged = [r for r in rows if r["ratings"]]
+    if not judged:
+        return None
+    return {d: {"mean_rating": sum(r["ratings"][d] for r in judged) / len(judged),
+                "score": sum(scoring.dimension_score(r["ratings"][d]) for r in judged)
+                / len(judged)} for d in scoring.DIMENSIONS}
+
+
+def _protocol(cfg: EvalConfig, meta: dict) -> dict:
+    """Everything that decides the numbers, so two results can be told comparable or not."""
+    schema = judge_schema(cfg)
+    return {
+        "subset": cfg.subset, "limit": cfg.limit, **meta,
+        "model": cfg.engine.model, "backend": cfg.engine.backend,
+        "chat_template": "the model's own" if cfg.engine.backend == "vllm" else "the endpoint's",
+        "decoding": {"temperature": cfg.temperature, "top_p": cfg.top_p,
+                     "max_new_tokens": cfg.max_new_tokens,
+                     "max_model_len": cfg.engine.max_model_len,
+                     "seed": cfg.seed, "per_sample_seed": "sha256(seed:gen:id)"},
+        "judge": {"enabled": cfg.judge_enabled, "model": cfg.judge.model,
+                  "backend": cfg.judge.backend, "base_url": cfg.judge.base_url,
+                  "temperature": cfg.judge_temperature, "max_tokens": cfg.judge_max_tokens,
+                  "samples": cfg.judge_samples, "max_attempts": cfg.judge_max_attempts,
+                  "constraint": "json_schema" if schema else "none",
+                  "analysis_max_chars": cfg.judge_analysis_max_chars,
+                  "schema_sha256": J.sha(json.dumps(schema, sort_keys=True)) if schema else None,
+                  "prompt_version": J.PROMPT_VERSION,
+                  "prompt_hash": J.PROMPT_HASH, "max_model_len": cfg.judge.max_model_len},
+        "word_count_mode": cfg.word_count_mode,
+        "scoring": "S_l, S_q, S as published (NOTICE); S_q over judged responses only",
+        "bootstrap": {"resamples": cfg.bootstrap_resamples, "ci": 0.95, "method": "percentile",
+                      "seed": cfg.seed},
+        "code_version": code_version(), "config_hash": config_hash(cfg), "seed": cfg.seed,
+        "generation_hash": generation_hash(cfg),
+    }
+
+
+def build_results(cfg: EvalConfig, rows: list[dict], judgements: list[dict], rejects: list[dict],
+                  meta: dict, ruler_recs: list[dict], stats: dict) -> dict:
+    """results.json: S, S_l and S_q overall and per bucket, language and type (with bootstrap
+    CIs), the quality dimensions, coverage, comparability with the paper, and the protocol."""
+    n_boot, seed = cfg.bootstrap_resamples, cfg.seed
+    not_comparable = comparability(cfg, len(rejects))
+    if meta["data_file"] == "custom items":
+        not_comparable.insert(0, "custom items, not LongBench-Write")
     return {
         "benchmark": "LongBench-Write",
         "overall": scoring.summarize(rows, n_boot, seed),
@@ -215,36 +257,11 @@ def build_results(cfg: EvalConfig, rows: list[dict], judgements: list[dict], rej
                                              [b[0] for b in scoring.BUCKETS]),
         "by_lang": scoring.group_summaries(rows, "lang", n_boot, seed, ["en", "zh"]),
         "by_type": scoring.group_summaries(rows, "type", n_boot, seed),
-        "dimensions": dims,
-        "coverage": coverage,
+        "dimensions": _dimensions(rows),
+        "coverage": _coverage(cfg, rows, judgements, rejects, meta),
         "published_comparable": not not_comparable,
         "not_comparable_because": not_comparable,
-        "protocol": {
-            "subset": cfg.subset, "limit": cfg.limit, **meta,
-            "model": cfg.engine.model, "backend": cfg.engine.backend,
-            "chat_template": "the model's own" if cfg.engine.backend == "vllm"
-            else "the endpoint's",
-            "decoding": {"temperature": cfg.temperature, "top_p": cfg.top_p,
-                         "max_new_tokens": cfg.max_new_tokens,
-                         "max_model_len": cfg.engine.max_model_len,
-                         "seed": cfg.seed, "per_sample_seed": "sha256(seed:gen:id)"},
-            "judge": {"enabled": cfg.judge_enabled, "model": cfg.judge.model,
-                      "backend": cfg.judge.backend, "base_url": cfg.judge.base_url,
-                      "temperature": cfg.judge_temperature, "max_tokens": cfg.judge_max_tokens,
-                      "samples": cfg.judge_samples, "max_attempts": cfg.judge_max_attempts,
-                      "constraint": "json_schema" if judge_schema(cfg) else "none",
-                      "analysis_max_chars": cfg.judge_analysis_max_chars,
-                      "schema_sha256": J.sha(json.dumps(judge_schema(cfg), sort_keys=True))
-                      if judge_schema(cfg) else None,
-                      "prompt_version": J.PROMPT_VERSION,
-                      "prompt_hash": J.PROMPT_HASH, "max_model_len": cfg.judge.max_model_len},
-            "word_count_mode": cfg.word_count_mode,
-            "scoring": "S_l, S_q, S as published (NOTICE); S_q over judged responses only",
-            "bootstrap": {"resamples": n_boot, "ci": 0.95, "method": "percentile",
-                          "seed": seed},
-            "code_version": code_version(), "config_hash": config_hash(cfg), "seed": seed,
-            "generation_hash": generation_hash(cfg),
-        },
+        "protocol": _protocol(cfg, meta),
         "ruler": ruler_summary(ruler_recs, cfg.word_count_mode) if ruler_recs else None,
         "run": stats,
     }

@@ -114,6 +114,32 @@ def _error_line(e: BaseException) -> str:
     return f"engine_error: {type(e).__name__}: {(msg[-1] if msg else '')[:300]}"
 
 
+async def _ask_until_valid(chat: ChatFn, messages: list[dict], first: Sampling,
+                           reseed: Callable[[int], int], max_attempts: int,
+                           limiter: RateLimiter | None) -> tuple[dict | None, list[str], list[str]]:
+    """Judge calls, a fresh seed each, until one parses: (its fields or None, errors, raws)."""
+    errors, raws = [], []
+    for attempt in range(max_attempts):
+        sampling = first if attempt == 0 else Sampling(
+            **{**first.__dict__, "seed": reseed(attempt)})
+        if limiter:
+            await limiter.acquire()
+        try:
+            c = await chat(messages, sampling)
+        except Exception as e:  # noqa: BLE001 -- any engine/endpoint/actor failure is one failed attempt
+            errors.append(_error_line(e))
+            continue
+        ratings, analysis, err = parse_answer(c.text)
+        if ratings is not None:
+            return {"ratings": ratings, "s_q": quality_score(ratings), "analysis": analysis,
+                    "attempts": attempt + 1, "errors": errors, "raw": c.text,
+                    "finish_reason": c.finish_reason, "prompt_tokens": c.prompt_tokens,
+                    "output_tokens": c.output_tokens, "seed": sampling.seed}, errors, raws
+        errors.append(f"{err} (finish_reason={c.finish_reason})")
+        raws.append(c.text[:1000])
+    return None, errors, raws
+
+
 async def judge_one(chat: ChatFn, *, instruction: str, response: str, judge_model: str,
                     replicate: int, seed: int, temperature: float, max_tokens: int,
                     max_model_len: int, max_attempts: int = 3, schema: dict | None = JUDGE_SCHEMA,
@@ -140,29 +166,14 @@ async def judge_one(chat: ChatFn, *, instruction: str, response: str, judge_mode
     hit = cache.get(key) if cache else None
     if hit and hit.get("status") == "ok":
         return {**hit, **{k: base[k] for k in ("id", "replicate")}, "cached": True}
-    errors, raws = [], []
-    for attempt in range(max_attempts):
-        sampling = first if attempt == 0 else Sampling(
-            **{**first.__dict__, "seed": derive_seed(seed, item_id, replicate, attempt)})
-        if limiter:
-            await limiter.acquire()
-        try:
-            c = await chat(messages, sampling)
-        except Exception as e:  # noqa: BLE001 -- any engine/endpoint/actor failure is one failed attempt
-            errors.append(_error_line(e))
-            continue
-        ratings, analysis, err = parse_answer(c.text)
-        if ratings is not None:
-            rec = {**base, "status": "ok", "ratings": ratings, "s_q": quality_score(ratings),
-                   "analysis": analysis,
-                   "attempts": attempt + 1, "errors": errors, "raw": c.text,
-                   "finish_reason": c.finish_reason, "prompt_tokens": c.prompt_tokens,
-                   "output_tokens": c.output_tokens, "seed": sampling.seed, "cache_key": key}
-            if cache:
-                cache.put(key, rec)
-            return {**rec, "cached": False}
-        errors.append(f"{err} (finish_reason={c.finish_reason})")
-        raws.append(c.text[:1000])
+    answer, errors, raws = await _ask_until_valid(
+        chat, messages, first, lambda attempt: derive_seed(seed, item_id, replicate, attempt),
+        max_attempts, limiter)
+    if answer is not None:
+        rec = {**base, "status": "ok", **answer, "cache_key": key}
+        if cache:
+            cache.put(key, rec)
+        return {**rec, "cached": False}
     log.warning("judge failed on %s replicate %d after %d attempts: %s", item_id, replicate,
                 max_attempts, errors[-1] if errors else "-")
     return {**base, "status": "failed", "attempts": max_attempts, "errors": errors,

@@ -119,8 +119,9 @@ def _table(groups: dict, title: str) -> list[str]:
     return lines
 
 
-def render_markdown(results: dict) -> str:
-    p, c, o = results["protocol"], results["coverage"], results["overall"]
+def _headline(results: dict) -> list[str]:
+    """Title, whether the numbers compare with the paper's, and an incomplete run's warning."""
+    c = results["coverage"]
     L = ["# LongBench-Write report", ""]
     if results["published_comparable"]:
         L.append("Protocol: **as published**; the numbers compare with the paper's.")
@@ -132,11 +133,12 @@ def render_markdown(results: dict) -> str:
         L.append(f"**Incomplete run:** {c['generated']}/{c['items']} generated, "
                  f"{c['judged']}/{c['generated']} judged, {c['rejected_lines']} rejected "
                  "benchmark line(s). Scores are over the stated denominators only.")
-    L += ["", "## Overall (95% bootstrap CI)", ""]
-    L += _table({"all": o}, "set")
-    L += ["", (f"S_l over {o['n_generated']} generated responses; S_q over {o['n_judged']} "
-          "judged responses; S = (S_l + S_q) / 2."), "",
-          "## Protocol", "", "| field | value |", "|---|---|"]
+    return L
+
+
+def _protocol_and_coverage(p: dict, c: dict) -> list[str]:
+    """The protocol (what decides the numbers) and coverage (their denominators) tables."""
+    L = ["## Protocol", "", "| field | value |", "|---|---|"]
     d, j = p["decoding"], p["judge"]
     for k, v in [("model", p["model"]), ("backend", p["backend"]),
                  ("subset", p["subset"]), ("limit", p["limit"] or "none"),
@@ -158,6 +160,32 @@ def render_markdown(results: dict) -> str:
     if c["judge_failure_reasons"]:
         L.append("| judge failure reasons | " + ", ".join(
             f"{k}: {v}" for k, v in c["judge_failure_reasons"].items()) + " |")
+    return L
+
+
+def _ruler_section(r: dict) -> list[str]:
+    """LongWrite-Ruler: the maximum output length, and per required length what was reached."""
+    L = ["", "## LongWrite-Ruler", "",
+         (f"Maximum output length: **{r['max_output_length']}** words; "
+          f"{r['share_reached'] * 100:.0f}% of {r['n']} prompts reach at least "
+          f"{r['threshold'] * 100:.0f}% of the required length ({r['failed']} failed)."), "",
+         "| required | n | mean output | median | max | reached >= 80% |",
+         "|---|---|---|---|---|---|"]
+    for length, s in r["per_length"].items():
+        L.append(f"| {length} | {s['n']} | {s['mean_output']:.0f} | {s['median_output']:.0f}"
+                 f" | {s['max_output']} | {s['share_reached'] * 100:.0f}% |")
+    return L + ["", f"![LongWrite-Ruler]({PLOTS['ruler']})"]
+
+
+def render_markdown(results: dict) -> str:
+    """report.md: headline, overall scores, protocol, coverage, the breakdowns and the plots."""
+    o = results["overall"]
+    L = _headline(results)
+    L += ["", "## Overall (95% bootstrap CI)", ""]
+    L += _table({"all": o}, "set")
+    L += ["", (f"S_l over {o['n_generated']} generated responses; S_q over {o['n_judged']} "
+          "judged responses; S = (S_l + S_q) / 2."), ""]
+    L += _protocol_and_coverage(results["protocol"], results["coverage"])
     L += ["", "## By required length", ""] + _table(results["by_bucket"], "bucket")
     L += ["", f"![scores by bucket]({PLOTS['buckets']})", "",
           "## By language", ""] + _table(results["by_lang"], "lang")
@@ -169,18 +197,8 @@ def render_markdown(results: dict) -> str:
             v = results["dimensions"][dim]
             L.append(f"| {dim} | {v['mean_rating']:.2f} | {v['score']:.1f} |")
     L += ["", "## Output length", "", f"![required vs output length]({PLOTS['length']})"]
-    r = results.get("ruler")
-    if r:
-        L += ["", "## LongWrite-Ruler", "",
-              (f"Maximum output length: **{r['max_output_length']}** words; "
-              f"{r['share_reached'] * 100:.0f}% of {r['n']} prompts reach at least "
-              f"{r['threshold'] * 100:.0f}% of the required length ({r['failed']} failed)."), "",
-              "| required | n | mean output | median | max | reached >= 80% |",
-              "|---|---|---|---|---|---|"]
-        for length, s in r["per_length"].items():
-            L.append(f"| {length} | {s['n']} | {s['mean_output']:.0f} | {s['median_output']:.0f}"
-                     f" | {s['max_output']} | {s['share_reached'] * 100:.0f}% |")
-        L += ["", f"![LongWrite-Ruler]({PLOTS['ruler']})"]
+    if results.get("ruler"):
+        L += _ruler_section(results["ruler"])
     L.append("")
     return "\n".join(L)
 

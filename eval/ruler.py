@@ -1,13 +1,21 @@
 """LongWrite-Ruler: how long can the model write when asked for a given length?
 
-8 prompts written for this project (4 English, 4 Chinese) x required lengths
-{1000, 2000, 5000, 10000, 20000, 30000}. Only the output length matters here (no judge): the
-summary gives the maximum length reached and the share of prompts that reach at least 80% of
-the required length, overall and per required length.
+Two prompt sets, 4 English and 4 Chinese prompts each, x the required lengths (published:
+1000, 2000, 5000, 10000, 20000, 30000):
+- published: the set released with the paper (eval/data/longwrite_ruler, Apache-2.0, see its
+  NOTICE); each prompt states its length as a number, which is replaced for other lengths;
+- project: 8 prompts written for this project (RULER_PROMPTS below).
+Only the output length matters here (no judge): the summary gives the maximum length reached
+and the share of prompts that reach at least 80% of the required length, overall and per
+required length.
 """
 from __future__ import annotations
 
-from dataset_builder.core.text import count_words, stable_id
+import json
+import re
+
+from dataset_builder.core.text import count_words, detect_lang, stable_id
+from eval.config import REPO_ROOT, RULER_FILE
 
 REACHED = 0.8  # a prompt "reaches" its required length at >= 80% of it
 
@@ -27,9 +35,31 @@ RULER_PROMPTS = [
 ]
 
 
-def ruler_items(lengths: list[int], n_prompts: int = 0) -> list[dict]:
-    """One item per (prompt, required length); ids are stable across runs."""
-    prompts = RULER_PROMPTS[:n_prompts] if n_prompts else RULER_PROMPTS
+def published_templates(path: str | None = None) -> list[tuple[str, str]]:
+    """(lang, template) of each published prompt, in file order: the prompt at its first
+    length with that number replaced by `{length}` (the published prompts differ only there)."""
+    templates: list[tuple[str, str]] = []
+    seen = set()
+    with open(path or REPO_ROOT / RULER_FILE, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            template = re.sub(rf"(?<!\d){int(row['length'])}(?!\d)", "{length}", row["prompt"],
+                              count=1)
+            if "{length}" in template and template not in seen:
+                seen.add(template)
+                templates.append((detect_lang(row["prompt"]), template))
+    return templates
+
+
+def ruler_items(lengths: list[int], n_prompts: int = 0, languages: list[str] | tuple = (),
+                prompt_set: str = "published") -> list[dict]:
+    """One item per (prompt, required length); ids are stable across runs. `languages`
+    (empty: all) and then `n_prompts` (0: all) choose the prompts."""
+    prompts = published_templates() if prompt_set == "published" else RULER_PROMPTS
+    prompts = [p for p in prompts if not languages or p[0] in languages]
+    prompts = prompts[:n_prompts] if n_prompts else prompts
     items = []
     for p_idx, (lang, template) in enumerate(prompts):
         for length in lengths:

@@ -80,6 +80,8 @@ async def generate_one(chat: J.ChatFn, item: dict, cfg: EvalConfig, gen_hash: st
 class GenerateTask:
     """One item through the model under test, stored as soon as it is written."""
     stage = "generate"
+    accepts = ("todo",)
+    engine_key = "engine"
 
     def __init__(self, cfg: EvalConfig, gen_hash: str):
         self.cfg, self.gen_hash, self.stores = cfg, gen_hash, stores(cfg)

@@ -47,7 +47,7 @@ def init_ray() -> None:
     Ray. "local" (not auto-detect) so a stale cluster address file left on the machine is never
     joined; set RAY_ADDRESS=auto to join a running `ray start` cluster. Ray 2.60 rewrites
     _node_ip_address=127.0.0.1 to the machine's address and its servers listen on all
-    interfaces whatever is passed (README: facts); token authentication guards them.
+    interfaces whatever is passed (DESIGN.md §6); token authentication guards them.
 
     Ray's own chatter goes to its session log directory, named in one line here: Ray Data's
     progress lines (ray_data_logging.yaml), the token-auth notice and the start banner."""

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from dataset_builder.llm.server import free_port  # noqa: F401  (tests import it from here)
+from dataset_builder.llm.server import free_port
 
 os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -85,22 +85,3 @@ def moto_s3():
     server.stop()
     for k, v in old.items():
         os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-
-
-def chat_with_export(uri: str, local, name: str):
-    """An exported model (`uri`, local or s3://) copied to `local` and served by the project's
-    vLLM engine in a Ray actor: one short greedy answer (a Completion); the engine is stopped."""
-    import ray
-
-    from dataset_builder.core import storage
-    from dataset_builder.llm import EngineConfig, Sampling
-    from dataset_builder.llm.actor import start_engines
-    fs, path = storage.get_fs(uri)
-    fs.get(path + "/", str(local) + "/", recursive=True)
-    [engine] = start_engines(EngineConfig(model=str(local), max_model_len=1024, max_num_seqs=4,
-                                          cpu_kvcache_gib=1, num_cpus=1), 1, name=name)
-    try:
-        return ray.get(engine.chat.remote([{"role": "user", "content": "Write about owls."}],
-                                          Sampling(max_tokens=12, temperature=0.0)))
-    finally:
-        ray.kill(engine)

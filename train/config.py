@@ -31,9 +31,13 @@ class SFTConfig:
                             "rejected (`too_long`), never truncated (the paper's code skips them).")
     pack_length: int | None = field(
         None, help="Tokens per pack (default: max_length). Documents are never split, so with "
-        "LongWriter-like lengths (most over half of max_length) packs of max_length are at most "
-        "~0.97 full; 2 x max_length fills them to ~0.99 at the same attention cost per document "
+        "LongWriter-like lengths (most over half of max_length) packs of max_length stay partly "
+        "empty; 2 x max_length fills them better at the same attention cost per document "
         "(varlen attention), for activations of twice the tokens.")
+    packing: bool = field(True, help="Pack several rows into each pack (best-fit decreasing, "
+        "documents never attend to each other). False: one row per pack, so with "
+        "packs_per_step 1 and one worker every optimizer step is one row (the length sweep: "
+        "every arm takes the same number of steps whatever its rows' lengths).")
     epochs: float = field(4.0, help="Passes over the packed data.")
     max_steps: int | None = field(None, help="Stop after this many optimizer steps (overrides "
                                   "epochs when set).")
@@ -58,7 +62,7 @@ class SFTConfig:
         "varlen (= auto): on CUDA torch's varlen flash attention over document boundaries "
         "(skips cross-document blocks), on CPU causal SDPA per document (flash kernel, O(T) "
         "memory); sdpa/eager: a block-diagonal mask built from position ids (T^2 memory per "
-        "layer: 18 GB for a 4k pack of the demo model on CPU).")
+        "layer).")
     gradient_checkpointing: bool = field(True, help="Recompute activations in backward "
                                          "(needed for long sequences on GPU).")
     loss_chunk_tokens: int = field(4096, help="Target tokens per LM-head + cross-entropy chunk: "

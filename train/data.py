@@ -190,9 +190,9 @@ def encode_rows(rows: list[dict], tokenizer, max_length: int) -> tuple[list[dict
     return kept, rejects
 
 
-def pack(encoded: list[dict], max_length: int) -> pa.Table:
+def pack(encoded: list[dict], max_length: int, packing: bool = True) -> pa.Table:
     """Best-fit-decreasing packs of whole documents: columns input_ids, mask, seq_lengths
-    (document lengths within each pack).
+    (document lengths within each pack). packing=False: one document per pack, in order.
 
     TRL's packer (a segment tree over free space) called on the Arrow table directly:
     `trl.pack_dataset` wraps the same function in a `datasets` map, whose fingerprinting
@@ -202,6 +202,9 @@ def pack(encoded: list[dict], max_length: int) -> pa.Table:
     table = pa.table({"input_ids": pa.array([e["input_ids"] for e in encoded],
                                             pa.list_(pa.int32())),
                       "mask": pa.array([e["mask"] for e in encoded], pa.list_(pa.int8()))})
+    if not packing:
+        return table.append_column("seq_lengths", pa.array(
+            [[len(e["input_ids"])] for e in encoded], pa.list_(pa.int32())))
     return _pack_bfd(table, max_length)
 
 

@@ -49,7 +49,11 @@ def summary(history: list[dict]) -> dict:
            "final_loss": history[-1]["loss"],
            "tokens_per_s": sum(h["tokens"] for h in tail) / secs if secs else None,
            "packing_efficiency": sum(h["packing_efficiency"] for h in history) / len(history),
-           "tokens": sum(h["tokens"] for h in history)}
+           "tokens": sum(h["tokens"] for h in history),
+           "target_tokens": sum(h.get("target_tokens", 0) for h in history)}
+    eot = [h["eot_loss"] for h in history if h.get("eot_loss") is not None]
+    if eot:  # the loss on the end-of-turn token: what teaches the model where to stop
+        out["first_eot_loss"], out["final_eot_loss"] = eot[0], eot[-1]
     if "mfu" in history[-1]:
         out["mfu"] = sum(h["mfu"] for h in tail) / len(tail)
     return out

@@ -19,12 +19,15 @@ import random
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
+import pyarrow as pa
 import torch
 import torch.distributed as dist
 
 from dataset_builder.core import storage
-from train.checkpoint import STATE, make_context
+from train.checkpoint import STATE, LocalContext, RayContext, make_context
 from train.config import SFTConfig, resolved_attention, resolved_precision
 from train.export import export
 from train.model import PackLoss, load_model, pack_tensors
@@ -125,6 +128,51 @@ def _save(ctx, loss_mod, optim, sched, state: dict) -> str | None:
     return tmp
 
 
+@dataclass
+class Training:
+    """What the step loop works on: model, optimizer and lr schedule, packs and their order."""
+    cfg: SFTConfig
+    ctx: RayContext | LocalContext
+    model: torch.nn.Module        # PackLoss, under DDP or FSDP when distributed
+    lm: torch.nn.Module           # the bare language model (its size gives MFU)
+    optim: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    packs: pa.Table
+    slot: Callable[[int, int, int], int]   # schedule()'s (step, micro, rank) -> pack index
+    steps: int
+    device: torch.device
+    autocast: bool = False
+
+
+def _prepare(cfg: SFTConfig, ctx: RayContext | LocalContext, ckpt: str | None, *,
+             packs: pa.Table, slot: Callable[[int, int, int], int], steps: int,
+             device: torch.device) -> Training:
+    """Model, optimizer and lr schedule: from the checkpoint when resuming, else fresh."""
+    cuda = device.type == "cuda"
+    prec = resolved_precision(cfg.precision, cuda)
+    lm = load_model(ckpt or cfg.model, "bfloat16" if prec == "bf16" else "float32",
+                    resolved_attention(cfg.attention, cuda), cfg.gradient_checkpointing)
+    lm.to(device).train()
+    mixed = prec == "bf16-mixed"
+    model = _wrap(PackLoss(lm, cfg.loss_chunk_tokens), cfg, device, mixed)
+    # DDP or one process: autocast; FSDP: its MixedPrecisionPolicy does the casting
+    autocast = mixed and not (cfg.strategy == "fsdp" and ctx.world > 1)
+    optim = _optimizer(model, cfg, cuda)
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, _lr_lambda(
+        cfg.lr_scheduler, math.ceil(cfg.warmup_ratio * steps), steps))
+    if ckpt:
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_optimizer_state_dict,
+        )
+        osd = torch.load(os.path.join(ckpt, "optimizer.pt"), weights_only=False)
+        set_optimizer_state_dict(model, optim, osd,
+                                 options=StateDictOptions(full_state_dict=True))
+        sched.load_state_dict(torch.load(os.path.join(ckpt, "scheduler.pt")))
+    return Training(cfg=cfg, ctx=ctx, model=model, lm=lm, optim=optim, sched=sched,
+                    packs=packs, slot=slot, steps=steps, device=device, autocast=autocast)
+
+
 def train_worker(config: dict) -> dict:
     """config: {"cfg": SFTConfig, "packs": table or URI of packs, "manifest": fields for the
     exported model's manifest}. Returns the final state."""
@@ -155,31 +203,11 @@ def train_worker(config: dict) -> dict:
                     export(cfg, ckpt, state, config.get("manifest", {}))
                 return state
             state["resumed_from"].append(state["step"])
-        prec = resolved_precision(cfg.precision, cuda)
-        lm = load_model(ckpt or cfg.model, "bfloat16" if prec == "bf16" else "float32",
-                        resolved_attention(cfg.attention, cuda), cfg.gradient_checkpointing)
-        lm.to(device).train()
-        mixed = prec == "bf16-mixed"
-        model = _wrap(PackLoss(lm, cfg.loss_chunk_tokens), cfg, device, mixed)
-        # DDP or one process: autocast; FSDP: its MixedPrecisionPolicy does the casting
-        autocast = mixed and not (cfg.strategy == "fsdp" and ctx.world > 1)
-        optim = _optimizer(model, cfg, cuda)
-        sched = torch.optim.lr_scheduler.LambdaLR(optim, _lr_lambda(
-            cfg.lr_scheduler, math.ceil(cfg.warmup_ratio * steps), steps))
-        if ckpt:
-            from torch.distributed.checkpoint.state_dict import (
-                StateDictOptions,
-                set_optimizer_state_dict,
-            )
-            osd = torch.load(os.path.join(ckpt, "optimizer.pt"), weights_only=False)
-            set_optimizer_state_dict(model, optim, osd,
-                                     options=StateDictOptions(full_state_dict=True))
-            sched.load_state_dict(torch.load(os.path.join(ckpt, "scheduler.pt")))
+        run = _prepare(cfg, ctx, ckpt, packs=packs, slot=slot, steps=steps, device=device)
     if ctx.rank == 0 and state["resumed_from"]:
         print(f"resumed from checkpoint at step {state['step']}", flush=True)
 
-    final = run_steps(cfg, ctx, model, lm, optim, sched, packs, slot, steps, state, device,
-                      autocast)
+    final = run_steps(run, state)
     if final:
         export(cfg, final, state, config.get("manifest", {}))
         shutil.rmtree(final, ignore_errors=True)
@@ -224,43 +252,50 @@ def accumulate(model, batches: list[tuple[dict, int]], world: int, device, autoc
     return nll, n_global, attn_work
 
 
-def run_steps(cfg, ctx, model, lm, optim, sched, packs, slot, steps, state, device,
-              autocast=False) -> str | None:
-    """Train from state['step'] to `steps`; returns rank 0's final checkpoint directory."""
+def _train_step(run: Training, step: int, flops: tuple[float, float],
+                peak: float | None) -> dict:
+    """One optimizer step over this step's packs; returns its history record (loss, MFU, ...)."""
+    cfg, ctx, device = run.cfg, run.ctx, run.device
+    t0 = time.time()
+    batches = [_batch(run.packs, run.slot(step, m, ctx.rank), device)
+               for m in range(cfg.packs_per_step)]
+    nll, n_global, attn_work = accumulate(run.model, batches, ctx.world, device, run.autocast)
+    grad_norm = (torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.max_grad_norm)
+                 if cfg.max_grad_norm > 0 else torch.tensor(0.0))
+    run.optim.step()
+    run.sched.step()
+    run.optim.zero_grad(set_to_none=True)
+    tokens = sum(real for _, real in batches)
+    nll, tokens, attn_work = _all_sum([nll, tokens, attn_work], device)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    dt = time.time() - t0
+    rec = {"step": step + 1, "loss": nll / max(n_global, 1), "lr": run.sched.get_last_lr()[0],
+           "grad_norm": float(grad_norm), "tokens": int(tokens),
+           "target_tokens": int(n_global), "tokens_per_s": tokens / dt, "seconds": dt,
+           "packing_efficiency": tokens / (ctx.world * cfg.packs_per_step
+                                           * (cfg.pack_length or cfg.max_length))}
+    if peak:
+        rec["mfu"] = (flops[0] * tokens + flops[1] * attn_work) / dt / (peak * ctx.world)
+    return rec
+
+
+def run_steps(run: Training, state: dict) -> str | None:
+    """Train from state['step'] to `run.steps`; returns rank 0's final checkpoint directory."""
     from tqdm import tqdm
-    flops_param, flops_attn = _flops_per_token(lm)
-    peak = _peak(device)
+    cfg, ctx, steps = run.cfg, run.ctx, run.steps
+    flops, peak = _flops_per_token(run.lm), _peak(run.device)
     bar = tqdm(total=steps, initial=state["step"], desc="sft", unit="step",
                disable=not (cfg.progress and ctx.rank == 0))
     while state["step"] < steps:
-        t0, step = time.time(), state["step"]
-        batches = [_batch(packs, slot(step, m, ctx.rank), device)
-                   for m in range(cfg.packs_per_step)]
-        nll, n_global, attn_work = accumulate(model, batches, ctx.world, device, autocast)
-        grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                     if cfg.max_grad_norm > 0 else torch.tensor(0.0))
-        optim.step()
-        sched.step()
-        optim.zero_grad(set_to_none=True)
-        tokens = sum(real for _, real in batches)
-        nll, tokens, attn_work = _all_sum([nll, tokens, attn_work], device)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        dt = time.time() - t0
-        state["step"] = step + 1
-        rec = {"step": step + 1, "loss": nll / max(n_global, 1), "lr": sched.get_last_lr()[0],
-               "grad_norm": float(grad_norm), "tokens": int(tokens),
-               "target_tokens": int(n_global), "tokens_per_s": tokens / dt, "seconds": dt,
-               "packing_efficiency": tokens / (ctx.world * cfg.packs_per_step
-                                               * (cfg.pack_length or cfg.max_length))}
-        if peak:
-            rec["mfu"] = (flops_param * tokens + flops_attn * attn_work) / dt / (peak * ctx.world)
+        rec = _train_step(run, state["step"], flops, peak)
+        state["step"] = rec["step"]
         state["history"].append(rec)
         bar.update(1)
         bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}")
         last = state["step"] == steps
         if last or state["step"] % cfg.save_every == 0:
-            d = _save(ctx, model, optim, sched, state)
+            d = _save(ctx, run.model, run.optim, run.sched, state)
             ctx.report(rec, d)
             if last:
                 bar.close()
@@ -271,5 +306,3 @@ def run_steps(cfg, ctx, model, lm, optim, sched, packs, slot, steps, state, devi
             ctx.report(rec, None)
     bar.close()
     return None
-
-

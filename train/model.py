@@ -3,8 +3,8 @@
 A pack is several whole documents in one row, position ids restarting at each. Attention must
 never cross documents:
 - `varlen` (registered with transformers as "lw_varlen"): on CUDA, torch's own varlen flash
-  attention over cumulative document lengths, which skips cross-document blocks (3.7 ms vs
-  29.4 ms for SDPA with a block mask on one 16k pack, DESIGN.md §11); elsewhere the same
+  attention over cumulative document lengths, which skips cross-document blocks (faster than
+  SDPA with a block mask: docs/BENCHMARKS.md); elsewhere the same
   function runs causal SDPA per document (exact, and only sum(L^2) work instead of T^2).
 - `sdpa` / `eager`: transformers builds a block-diagonal mask from the restarting position ids.
 

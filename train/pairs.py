@@ -130,11 +130,9 @@ def _write(cfg: PairsConfig, pairs: list[dict], rejects: list[dict], report: dic
     storage.reset_dataset(out, scfg)  # a rerun replaces the pairs (scores and judgements are reused)
     extra = {"config": to_dict(cfg), "config_hash": config_hash(cfg)}
     writer = storage.DatasetWriter(out, scfg, extra)
-    if pairs:
-        writer.write(pairs, PAIR)
+    writer.write(pairs, PAIR)   # zero pairs still commit PAIR's columns
     rej = storage.DatasetWriter(storage.join(out, "_rejects"), scfg, extra)
-    if rejects:
-        rej.write(rejects, records.REJECT)
+    rej.write(rejects, records.REJECT)
     rej.commit()
     storage.write_json(storage.join(out, "report.json"), report, scfg)
     storage.write_bytes_atomic(storage.join(out, "lengths.png"), _plot(pairs), scfg)

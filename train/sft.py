@@ -64,14 +64,16 @@ def prepare(cfg: SFTConfig) -> dict:
     plen = cfg.pack_length or cfg.max_length
     if plen < cfg.max_length:
         raise ConfigError(f"pack_length {plen} < max_length {cfg.max_length}")
-    if old and old.get("fingerprint") == fp and old.get("pack_length") == plen:
+    if old and old.get("fingerprint") == fp and old.get("pack_length") == plen and \
+            old.get("packing", True) == cfg.packing:
         return old
     if old and has_checkpoints(cfg):
         raise ConfigError(f"{out} holds a training run on other data (fingerprint "
                           f"{old.get('fingerprint', '?')[:12]} != {fp[:12]}): use a new output")
-    table = D.pack(kept, plen)
+    table = D.pack(kept, plen, cfg.packing)
     lengths = [sum(s) for s in table["seq_lengths"].to_pylist()]
     stats = {"fingerprint": fp, "max_length": cfg.max_length, "pack_length": plen,
+             "packing": cfg.packing,
              "rows_kept": len(kept),
              "rows_rejected": len(rejects), "reject_reasons": dict(reasons),
              "rows_by_source": dict(Counter(k["source"] for k in kept)),

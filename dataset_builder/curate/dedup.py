@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,32 +63,18 @@ def _cluster_stats(c: Clusters) -> dict:
             "size_histogram": {str(k): v for k, v in hist.items()}}
 
 
-def decide_duplicates(keys: pa.Table | None, cfg: DedupConfig
-                      ) -> tuple[dict[str, tuple[str, str]], dict]:
-    """{row_key: (reason, detail)} for every duplicate, and per-pass cluster stats.
-
-    Passes run in order on the rows that survived the previous ones: duplicate id, exact
-    prompt, exact response, near-duplicate response, near-duplicate prompt. Rows are ordered
-    by (id, response key), so the representative of each cluster is its lowest id.
-    """
-    if keys is None or keys.num_rows == 0:
-        return {}, {}
+def _by_id(keys: pa.Table) -> pa.Table:
+    """Rows by (id, response key), so that a cluster's representative is its lowest id."""
     rkeys = keys["response_key"].to_pylist()
     ids0 = keys["id"].to_pylist()
-    keys = keys.take(pa.array(sorted(range(len(ids0)), key=lambda i: (ids0[i], rkeys[i]))))
-    ids, row_keys = keys["id"].to_pylist(), keys["row_key"].to_pylist()
+    return keys.take(pa.array(sorted(range(len(ids0)), key=lambda i: (ids0[i], rkeys[i]))))
+
+
+def _passes(keys: pa.Table, cfg: DedupConfig
+            ) -> list[tuple[str, Callable[[np.ndarray], Clusters], np.ndarray | None]]:
+    """The enabled passes in order: (reason, rows -> clusters, signatures if near-duplicate)."""
+    ids = keys["id"].to_pylist()
     cols = {n: keys[n].to_pylist() for n in ("prompt_key", "response_key")}
-    sigs = {}
-    for name, mh_cfg in (("prompt_sig", cfg.prompt), ("response_sig", cfg.response)):
-        if mh_cfg.enabled:
-            sigs[name] = np.frombuffer(b"".join(keys[name].to_pylist()), dtype=np.uint32
-                                       ).reshape(len(ids), mh_cfg.num_perm)
-    alive = np.ones(len(ids), dtype=bool)
-    drops, stats = {}, {}
-
-    def sig_matrix(name, mh_cfg, idx):
-        return sigs[name][idx]
-
     passes = [("duplicate_id", lambda idx: exact_duplicates([ids[i].encode() for i in idx]),
                None)]
     if cfg.exact_prompt:
@@ -100,9 +87,27 @@ def decide_duplicates(keys: pa.Table | None, cfg: DedupConfig
     for name, col, mh_cfg in (("near_duplicate_response", "response_sig", cfg.response),
                               ("near_duplicate_prompt", "prompt_sig", cfg.prompt)):
         if mh_cfg.enabled:
-            passes.append((name, lambda idx, c=col, m=mh_cfg: near_duplicates(
-                sig_matrix(c, m, idx), m), (col, mh_cfg)))
-    for reason, run, sig in passes:
+            sig = np.frombuffer(b"".join(keys[col].to_pylist()), dtype=np.uint32
+                                ).reshape(keys.num_rows, mh_cfg.num_perm)
+            passes.append((name, lambda idx, s=sig, m=mh_cfg: near_duplicates(s[idx], m), sig))
+    return passes
+
+
+def decide_duplicates(keys: pa.Table | None, cfg: DedupConfig
+                      ) -> tuple[dict[str, tuple[str, str]], dict]:
+    """{row_key: (reason, detail)} for every duplicate, and per-pass cluster stats.
+
+    Passes run in order on the rows that survived the previous ones: duplicate id, exact
+    prompt, exact response, near-duplicate response, near-duplicate prompt. Rows are ordered
+    by (id, response key), so the representative of each cluster is its lowest id.
+    """
+    if keys is None or keys.num_rows == 0:
+        return {}, {}
+    keys = _by_id(keys)
+    ids, row_keys = keys["id"].to_pylist(), keys["row_key"].to_pylist()
+    alive = np.ones(len(ids), dtype=bool)
+    drops, stats = {}, {}
+    for reason, run, sig in _passes(keys, cfg):
         idx = np.flatnonzero(alive)
         clusters = run(idx)
         stats[reason] = _cluster_stats(clusters)
@@ -111,7 +116,7 @@ def decide_duplicates(keys: pa.Table | None, cfg: DedupConfig
             rep = clusters.labels[k]
             detail = f"of {ids[idx[rep]]} (cluster of {sizes[rep]}"
             if sig is not None:
-                m = sig_matrix(sig[0], sig[1], [idx[k], idx[rep]])
+                m = sig[[idx[k], idx[rep]]]
                 detail += f", estimated Jaccard {float((m[0] == m[1]).mean()):.2f}"
             drops[row_keys[idx[k]]] = (reason, detail + ")")
             alive[idx[k]] = False

@@ -1,8 +1,9 @@
 """Curation: generation records -> LongWriter-6k shards on object storage, with a report.
 
 Stages (Ray Data, `Dataset -> Dataset`; the load, clean and dedup stages and the work table
-live in stages.py, their per-row logic is pure and lives in filters.py, postprocess.py,
-minhash.py and dedup.py (which also decides the duplicates); this module is the driver):
+live in stages.py, their per-row logic is pure and lives in validate.py, filters.py,
+postprocess.py, minhash.py and dedup.py (which also decides the duplicates); this module is the
+driver):
     load      one task per committed input part: decode defensively, `validate` every row
     clean     `postprocess.clean` the paragraphs, then the quality `FilterChain`
     dedup     whole-dataset: keys and MinHash signatures on workers, clustering on the driver
@@ -67,15 +68,8 @@ def _sorted_batches(ds, key: list[str], size: int, convert):
         yield convert(batch)
 
 
-def run_curation(cfg: CurateConfig) -> dict:
-    """Curate `cfg.input` into `cfg.output`; returns the stats (also in `_stats.json`).
-
-    Idempotent: if `cfg.output` already holds a committed result for the same input, config and
-    code, nothing is recomputed and the saved stats are returned with `skipped: true`.
-    """
-    import ray
-
-    t0 = time.time()
+def _identity(cfg: CurateConfig) -> tuple[dict, dict]:
+    """(input manifest, what identifies a result), once input and output are checked usable."""
     st = cfg.storage
     if cfg.input.rstrip("/") == cfg.output.rstrip("/"):
         raise ConfigError("output must differ from input (the output directory is rewritten)")
@@ -87,6 +81,52 @@ def run_curation(cfg: CurateConfig) -> dict:
                                    f"(missing {storage.MANIFEST})")
     ident = {"input": cfg.input, "input_fingerprint": input_fingerprint(manifest),
              "config_hash": _curation_hash(cfg), "code_version": code_version()}
+    return manifest, ident
+
+
+def _funnel(ds, dedup_stats: dict, ident: dict, output: str) -> tuple[dict, pl.DataFrame]:
+    """(stats, the per-row summary they come from); a funnel that does not add up is refused."""
+    summary = collect(ds.select_columns(SUMMARY_COLUMNS))
+    frame = pl.from_arrow(summary) if summary is not None else pl.from_arrow(
+        pa.schema([WORK.field(n) for n in SUMMARY_COLUMNS]).empty_table())
+    stats = {**ident, "output": output, **report.build_stats(frame, dedup_stats)}
+    if not stats["funnel"]["balanced"]:   # cannot happen by construction; never publish it
+        raise RuntimeError(f"curation funnel does not add up: {stats['funnel']}")
+    return stats, frame
+
+
+def _publish(cfg: CurateConfig, ds, stats: dict, frame: pl.DataFrame, ident: dict,
+             t0: float) -> None:
+    """Shards, rejects, report, stats and config, then the commit; `stats` gains files, time."""
+    st = cfg.storage
+    extra = {**ident, "config": to_dict(cfg), "schema": shards.LONGWRITER.names}
+    kept = ds.map_batches(_alive, batch_format="pyarrow")
+    rejected = ds.select_columns(["id", "row_key", "stage", "reason", "detail"]).map_batches(
+        lambda b: b.filter(pc.is_valid(b["stage"])), batch_format="pyarrow")
+    writer, files = shards.write_shards(cfg.output, _sorted_batches(
+        kept, ["id"], cfg.rows_per_shard, shards.longwriter_table), st, extra)
+    shards.write_rejects(cfg.output, _sorted_batches(
+        rejected, ["id", "row_key"], 100_000, shards.reject_table), st, extra)
+    stats["files"] = files
+    stats["wall_seconds"] = round(time.time() - t0, 2)
+    report.write_report(cfg.output, stats, frame, st)
+    storage.write_json(storage.join(cfg.output, shards.STATS), stats, st)
+    save_resolved_config(cfg, cfg.output, st)
+    writer.commit(stats_file=shards.STATS)   # the commit point: shards become visible here
+    shards.remove_orphans(cfg.output, st)
+
+
+def run_curation(cfg: CurateConfig) -> dict:
+    """Curate `cfg.input` into `cfg.output`; returns the stats (also in `_stats.json`).
+
+    Idempotent: if `cfg.output` already holds a committed result for the same input, config and
+    code, nothing is recomputed and the saved stats are returned with `skipped: true`.
+    """
+    import ray
+
+    t0 = time.time()
+    st = cfg.storage
+    manifest, ident = _identity(cfg)
     previous = storage.load_manifest(cfg.output, st)
     stats_uri = storage.join(cfg.output, shards.STATS)
     if previous and all(previous.get(k) == v for k, v in ident.items()) and \
@@ -101,27 +141,6 @@ def run_curation(cfg: CurateConfig) -> dict:
         ds = ds.limit(0)
     ds = clean_stage(load_stage(ds, cfg), cfg).materialize()
     ds, dedup_stats = dedup_stage(ds, cfg.dedup)
-
-    summary = collect(ds.select_columns(SUMMARY_COLUMNS))
-    frame = pl.from_arrow(summary) if summary is not None else pl.from_arrow(
-        pa.schema([WORK.field(n) for n in SUMMARY_COLUMNS]).empty_table())
-    stats = {**ident, "output": cfg.output, **report.build_stats(frame, dedup_stats)}
-    if not stats["funnel"]["balanced"]:   # cannot happen by construction; never publish it
-        raise RuntimeError(f"curation funnel does not add up: {stats['funnel']}")
-
-    extra = {**ident, "config": to_dict(cfg), "schema": shards.LONGWRITER.names}
-    kept = ds.map_batches(_alive, batch_format="pyarrow")
-    rejected = ds.select_columns(["id", "row_key", "stage", "reason", "detail"]).map_batches(
-        lambda b: b.filter(pc.is_valid(b["stage"])), batch_format="pyarrow")
-    writer, files = shards.write_shards(cfg.output, _sorted_batches(
-        kept, ["id"], cfg.rows_per_shard, shards.longwriter_table), st, extra)
-    shards.write_rejects(cfg.output, _sorted_batches(
-        rejected, ["id", "row_key"], 100_000, shards.reject_table), st, extra)
-    stats["files"] = files
-    stats["wall_seconds"] = round(time.time() - t0, 2)
-    report.write_report(cfg.output, stats, frame, st)
-    storage.write_json(stats_uri, stats, st)
-    save_resolved_config(cfg, cfg.output, st)
-    writer.commit(stats_file=shards.STATS)   # the commit point: shards become visible here
-    shards.remove_orphans(cfg.output, st)
+    stats, frame = _funnel(ds, dedup_stats, ident, cfg.output)
+    _publish(cfg, ds, stats, frame, ident, t0)
     return stats

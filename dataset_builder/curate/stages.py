@@ -2,7 +2,7 @@
 
 The work table (`WORK`) has one row per input row, from load to write; a dropped row keeps its
 (stage, reason, detail) and travels on. Each stage is `Dataset -> Dataset`; the per-row logic
-is pure (filters.py, postprocess.py, minhash.py, dedup.py) and is lifted onto batches here:
+is pure (validate.py, filters.py, postprocess.py, minhash.py, dedup.py) and is lifted onto batches here:
     load      one task per committed input part: decode defensively, `validate` every row
     clean     `postprocess.clean` the paragraphs, then the quality `FilterChain`
     dedup     keys and MinHash signatures on workers; `dedup.decide_duplicates` on the
@@ -23,15 +23,10 @@ from dataset_builder.core.storage import StorageConfig
 from dataset_builder.core.text import count_words, detect_lang
 from dataset_builder.curate.config import CurateConfig
 from dataset_builder.curate.dedup import DedupConfig, decide_duplicates, text_key
-from dataset_builder.curate.filters import (
-    FilterConfig,
-    build_filters,
-    encoding_problem,
-    length_score,
-    validate,
-)
+from dataset_builder.curate.filters import FilterConfig, build_filters, length_score
 from dataset_builder.curate.minhash import MinHasher
 from dataset_builder.curate.postprocess import EDIT_KINDS, clean
+from dataset_builder.curate.validate import encoding_problem, validate
 
 # ---------------------------------------------------------------------------------------------
 # The work table: one row per input row, from load to write

@@ -25,6 +25,8 @@ class RemoteEngine:
     """A running EngineActor by name: many jobs share one long-lived engine (and a test
     session starts one engine, not one per job)."""
 
+    batch = None   # no batch counters (llm.base.Engine)
+
     def __init__(self, name: str):
         import ray
         self.actor = ray.get_actor(name)

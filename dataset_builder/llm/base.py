@@ -1,11 +1,12 @@
-"""Types shared by the engine backends."""
+"""The engine layer's contracts: requests (Sampling), answers (Completion), the engine a task
+calls (`Engine`), the task an engine replica runs per row (`EngineTask`), and EngineConfig."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from dataclasses import field as dc_field
-from typing import Literal
+from typing import Any, Literal, Protocol
 
-from dataset_builder.core.config import field
+from dataset_builder.core.config import ConfigError, field
 
 
 class EngineError(RuntimeError):
@@ -45,6 +46,42 @@ class Completion:
     token_ids: list[int] | None = None  # generated ids (vllm backend), for splicing the turn back
 
 
+class Engine(Protocol):
+    """What every backend is (vllm_engine.VLLMEngine, openai_engine.OpenAIEngine, and
+    llm.RemoteEngine for a running EngineActor): the only things a task may use."""
+    batch: Any   # batch_stats.BatchStats while EngineConfig.batch_stats is on, else None
+
+    async def chat(self, messages: list[dict], sampling: Sampling) -> Completion:
+        """One chat request; raises EngineError when it cannot be served."""
+        ...
+
+    def metrics(self) -> dict:
+        """Counters so far (requests, tokens, prefix hits): the job's `_stats.json`."""
+        ...
+
+
+class EngineTask(Protocol):
+    """One row's work in an engine replica (llm/stage.py): generation.AgentWriteTask,
+    eval.stages.GenerateTask and JudgeTask. Built in each replica as `task_cls(**task_kwargs)`;
+    `run` gets the row's payload (core.records.StageRow) decoded, and returns what is merged
+    into it: at least `status` ("ok" or "reject", with `stage` and `reason`)."""
+    stage: str                    # its name in rejects
+    accepts: tuple[str, ...]      # row statuses it runs on; other rows pass untouched
+    engine_key: str               # the payload key that records which replica ran the row
+
+    async def run(self, engine: Engine, item: dict) -> dict: ...
+
+
+# Fields of EngineConfig that vllm_kwargs may not repeat: one setting, one place.
+_VLLM_EXPLICIT = {"model": "model", "max_model_len": "max_model_len", "dtype": "dtype",
+                  "enforce_eager": "enforce_eager", "seed": "seed",
+                  "enable_prefix_caching": "enable_prefix_caching", "block_size": "block_size",
+                  "max_num_seqs": "max_num_seqs", "tensor_parallel_size": "tensor_parallel_size",
+                  "gpu_memory_utilization": "gpu_memory_utilization",
+                  "disable_log_stats": "(always on: the project counts its own metrics)",
+                  "structured_outputs_config": "(set by the engine: compact JSON)"}
+
+
 @dataclass
 class EngineConfig:
     backend: Literal["vllm", "openai"] = field("vllm", help="vllm: in-process AsyncLLM in a Ray "
@@ -64,7 +101,7 @@ class EngineConfig:
     gpu_memory_utilization: float = field(0.9, help="vllm on GPU: share of GPU memory for the engine.")
     cpu_reserved_cores: int | None = field(0, help="vllm on CPU: cores kept away from the "
         "model worker for vLLM's scheduler process (VLLM_CPU_NUM_OF_RESERVED_CPU; None: vLLM's "
-        "default of 1). On 2 cores, 0 measured 273 vs 163 output tok/s at batch 64.")
+        "default of 1). 0 is faster on a 2-core machine (docs/BENCHMARKS.md).")
     cpu_kvcache_gib: int = field(4, help="vllm on CPU: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE).")
     tensor_parallel_size: int = field(1, help="vllm: GPUs per engine.")
     num_gpus: float = field(0.0, help="Ray resources: GPUs per engine actor (0 on CPU).")
@@ -77,10 +114,8 @@ class EngineConfig:
         "AgentWrite instructions, judge requests). For a vllm engine at least max_num_seqs, or "
         "batch slots stay empty. More rows keep requests waiting, which fills the slot a row "
         "leaves between its steps and shortens the tail, but only while the KV cache holds "
-        "the waiting rows' prefixes: on 2 CPU cores, 256 instructions, max_num_seqs 128, "
-        "256 rows with an 8 GiB KV cache kept the batch 96-97% full (128 rows, 4 GiB: 88%) at "
-        "the same 78% write-step prefix hit, while 192 rows with 4 GiB evicted (58.6% hit, "
-        "0.59x). Check with batch_stats.")
+        "the waiting rows' prefixes (else they are evicted and the prefix hit rate falls). "
+        "Check with batch_stats; measurements in docs/BENCHMARKS.md.")
     batch_stats: bool = field(False, help="vllm: count how full the engine's batch was (mean "
         "running sequences / max_num_seqs over the time it had work, waiting share, KV usage, "
         "preemptions; llm/batch_stats.py) into the engine's metrics and the job's stats.")
@@ -90,6 +125,11 @@ class EngineConfig:
     attach: str = field("", help="Engine stage: name of a running EngineActor to send requests "
         "to instead of starting an engine per replica (a shared long-lived engine; tests).")
     seed: int = field(0, help="Engine seed (vllm) / default request seed.")
+    vllm_kwargs: dict = field(default_factory=dict, help="vllm: any other vLLM engine argument "
+        "(vllm.engine.arg_utils.AsyncEngineArgs), passed as given: quantization, "
+        "speculative_config, pipeline_parallel_size, ... (Ray's vLLM processor calls this "
+        "engine_kwargs). A key of a field above is an error; a key the installed vLLM does not "
+        "know fails the replica's start with one line naming it.")
     base_url: str = field("", help="openai: endpoint base URL, e.g. http://127.0.0.1:8000/v1.")
     api_key_env: str = field("OPENAI_API_KEY", help="openai: name of the environment variable "
         "that holds the API key (the key itself never appears in config or output).")
@@ -97,3 +137,11 @@ class EngineConfig:
     max_retries: int = field(5, help="openai: retries on 429, 5xx and timeouts (exponential backoff).")
     request_timeout_s: float = field(600.0, help="openai: per-request timeout in seconds.")
     backoff_s: float = field(1.0, help="openai: first retry delay; doubles each retry (with jitter).")
+
+    def __post_init__(self):
+        twice = sorted(k for k in self.vllm_kwargs if k in _VLLM_EXPLICIT)
+        if twice:
+            k = twice[0]
+            raise ConfigError(f"engine.vllm_kwargs.{k} duplicates engine.{_VLLM_EXPLICIT[k]}")
+        if self.vllm_kwargs and self.backend != "vllm":
+            raise ConfigError(f"engine.vllm_kwargs is for backend vllm, not {self.backend!r}")

@@ -1,15 +1,14 @@
 """Top-p (nucleus) masking for vLLM on CPU without sorting the whole vocabulary.
 
-vLLM's CPU sampler applies top-p by sorting every row of the logits ([batch, vocab]) each step.
-Measured here (SmolLM2-135M, 49,152-token vocabulary, 2 cores, 128 forced tokens): 598 output
-tok/s at batch 128 greedy, 293 with temperature 0.8 / top_p 0.95, so the sort costs about as
-much as the model. This module computes the same mask from the top K logits (a partial
+vLLM's CPU sampler applies top-p by sorting every row of the logits ([batch, vocab]) each step;
+with the demo model's 49,152-token vocabulary the sort costs about as much as the model
+(docs/BENCHMARKS.md, "vLLM engine on CPU"). This module computes the same mask from the top K logits (a partial
 selection): when the K most likely tokens already hold at least p of the probability, the nucleus
 lies inside them and the mask is exactly the full-sort mask (up to float rounding at the
 boundary); rows where it does not (a flat distribution) try a wider window, and only rows wider
 than every window fall back to vLLM's own full sort. The second window matters for small models
-under a repetition penalty: profiling the demo model's AgentWrite (temperature 0.8, top_p 0.95,
-repetition_penalty 1.15) put 15% of the engine's time in the full-sort fallback.
+under a repetition penalty, whose flat distributions sent many rows to the full-sort fallback
+(the profile is in docs/BENCHMARKS.md).
 
 It is installed into vLLM's worker processes as a vLLM general plugin (entry point
 `vllm.general_plugins` in pyproject.toml), on CPU only; LONGWRITER_FAST_TOP_P=0 turns it off.

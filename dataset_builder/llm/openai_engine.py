@@ -22,6 +22,8 @@ RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 
 
 class OpenAIEngine:
+    batch = None   # no batch counters (llm.base.Engine)
+
     def __init__(self, cfg: EngineConfig):
         if not cfg.base_url:
             raise EngineError("engine.base_url is required for the openai backend")

@@ -29,9 +29,9 @@ import pyarrow as pa
 
 from dataset_builder.core import ray_private
 from dataset_builder.core.logs import library_logging
-from dataset_builder.core.records import ROW
+from dataset_builder.core.records import ROW, StageRow
 from dataset_builder.llm import make_engine
-from dataset_builder.llm.base import EngineError
+from dataset_builder.llm.base import Engine, EngineConfig, EngineError, EngineTask
 
 log = logging.getLogger(__name__)
 
@@ -43,25 +43,24 @@ def _engine_dead(e: BaseException) -> bool:
 
 
 class EngineStage:
-    """Ray Data callable class: `task_cls(**task_kwargs)` is an object with `stage` (its name
-    in rejects) and `async run(engine, row) -> {"status": ..., ...}`; optionally `accepts`, the
-    row statuses it runs on (default "todo"), and `engine_key`, where the replica is recorded
-    in the row (default "engine")."""
+    """Ray Data callable class: one engine (llm.base.Engine) and one `task_cls(**task_kwargs)`
+    (llm.base.EngineTask) per replica; rows in and out are core.records.ROW."""
 
-    def __init__(self, engine_cfg, task_cls, task_kwargs: dict, up_key: str = ""):
+    def __init__(self, engine_cfg: EngineConfig, task_cls: type[EngineTask], task_kwargs: dict,
+                 up_key: str = ""):
         import ray
 
         library_logging()  # this replica's lines in its Ray worker log
-        self.engine = make_engine(engine_cfg)
-        self.task = task_cls(**task_kwargs)
+        self.engine: Engine = make_engine(engine_cfg)
+        self.task: EngineTask = task_cls(**task_kwargs)
         if up_key:  # tells engines_up's watcher on the driver that a replica is up
             ray_private.kv_put(up_key, b"1")
         ctx = ray.get_runtime_context()
         self.where = json.dumps({"node_id": ctx.get_node_id(), "pid": os.getpid()})
         log.info("engine replica up: %s on %s", engine_cfg.attach or engine_cfg.model, self.where)
 
-    async def _one(self, row: dict) -> dict:
-        if row["status"] not in getattr(self.task, "accepts", ("todo",)):
+    async def _one(self, row: StageRow) -> StageRow:
+        if row["status"] not in self.task.accepts:
             return row
         item = json.loads(row["payload"])
         try:
@@ -74,11 +73,10 @@ class EngineStage:
                         type(e).__name__, e)
             out = {"status": "reject", "stage": self.task.stage,
                    "reason": f"internal_error: {type(e).__name__}: {str(e)[:300]}"}
-        key = getattr(self.task, "engine_key", "engine")
+        key = self.task.engine_key
         out[key] = self.where
-        batch = getattr(self.engine, "batch", None)  # EngineConfig.batch_stats
-        if batch is not None:  # the replica's counters so far: the driver keeps the latest
-            out[f"{key}_batch"] = batch.snapshot()
+        if self.engine.batch is not None:  # EngineConfig.batch_stats: the replica's counters
+            out[f"{key}_batch"] = self.engine.batch.snapshot()  # so far; the driver keeps the last
         return {"id": row["id"], "status": out["status"],
                 "payload": json.dumps({**item, **out}, ensure_ascii=False, default=str)}
 
@@ -87,7 +85,8 @@ class EngineStage:
         return pa.Table.from_pylist(out, schema=ROW)
 
 
-def engine_stage(ds, engine_cfg, task_cls, task_kwargs: dict, up_key: str = ""):
+def engine_stage(ds, engine_cfg: EngineConfig, task_cls: type[EngineTask], task_kwargs: dict,
+                 up_key: str = ""):
     """`ds` (rows id/status/payload) through the engine pool; one row per task so rows finish
     independently. `engine_cfg.min_replicas..max_replicas` bound the pool. `up_key`: what
     `engines_up` yielded, so that its watcher hears when the first replica is up."""

@@ -10,17 +10,24 @@ from __future__ import annotations
 
 import os
 import uuid
-from pathlib import Path
 
+from dataset_builder.core.config import ConfigError
+from dataset_builder.core.model_check import check_model
 from dataset_builder.llm.base import Completion, EngineConfig, EngineError, Sampling
 from dataset_builder.llm.batch_stats import vllm_logger
 from dataset_builder.llm.render import ChatRenderer
 
 
-def _check_model(model: str) -> None:
-    looks_local = model.startswith(("/", "./", "~")) or os.path.sep in model and Path(model).exists()
-    if looks_local and not (Path(model).expanduser() / "config.json").exists():
-        raise EngineError(f"model path does not exist or has no config.json: {model}")
+def _checked_kwargs(args_cls, kwargs: dict) -> dict:
+    """engine.vllm_kwargs against the installed vLLM's engine arguments: an unknown key is one
+    line naming it (raised in the replica, so engines_up reports it before any row is sent)."""
+    import dataclasses
+    known = {f.name for f in dataclasses.fields(args_cls)}
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise EngineError(f"engine.vllm_kwargs.{unknown[0]}: not an engine argument of the "
+                          f"installed vLLM ({args_cls.__name__})")
+    return kwargs
 
 
 def _cpu_threads(cfg: EngineConfig) -> None:
@@ -33,7 +40,10 @@ def _cpu_threads(cfg: EngineConfig) -> None:
 
 class VLLMEngine:
     def __init__(self, cfg: EngineConfig):
-        _check_model(cfg.model)
+        try:  # the same check the job ran on the driver, here where the model is loaded
+            check_model(cfg.model, "engine.model")
+        except ConfigError as e:
+            raise EngineError(str(e)) from None
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.cpu_kvcache_gib))
         _cpu_threads(cfg)
         from vllm.config import StructuredOutputsConfig
@@ -53,6 +63,7 @@ class VLLMEngine:
             # models loop on it until max_tokens.
             structured_outputs_config=StructuredOutputsConfig(backend="xgrammar",
                                                               disable_any_whitespace=True),
+            **_checked_kwargs(AsyncEngineArgs, cfg.vllm_kwargs),
         )
         loggers, self.batch = [], None
         if cfg.batch_stats:

@@ -11,8 +11,7 @@ import pytest
 
 from dataset_builder.core import storage
 from dataset_builder.core.config import load_config
-from tests.conftest import chat_with_export
-from tests.integration.test_sft import _kill_a_worker_after_checkpoint
+from tests.helpers import chat_with_export, kill_a_worker_after_checkpoint
 from train.config import DPOTrainConfig
 from train.dpo import run_dpo
 
@@ -41,7 +40,7 @@ def test_two_workers_resume_after_a_kill_and_rewards_separate(ray_local, tiny_na
     cfg = load_config(DPOTrainConfig, "ray_jobs/configs/dpo_tiny.yaml",
                       [f"model={tiny_narrow_model}", f"data={data}", f"output={out}"])
     killed: dict = {}
-    t = threading.Thread(target=_kill_a_worker_after_checkpoint, args=(out, killed))
+    t = threading.Thread(target=kill_a_worker_after_checkpoint, args=(out, killed))
     t.start()
     try:
         manifest = run_dpo(cfg)

@@ -176,6 +176,10 @@ def test_preference_pairs_from_sampled_and_judged_answers(tiny_engine, demo_judg
         == [(2, "in_benchmark")]
     pairs = storage.read_dataset(str(out))
     dropped = [r for r in rejects if r["stage"] == "pair"]
+    # Sampling on CPU cannot be pinned (vLLM ignores per-request seeds there), so a run may
+    # pair every instruction or none: what must hold whatever was sampled is checked here (a
+    # dataset of zero pairs reads as an empty table with PAIR's columns); the rules themselves
+    # are tested on fixed scores in tests/unit/test_pair_rules.py.
     assert pairs.num_rows + len(dropped) == 3                    # every instruction once
     assert pairs.schema.equals(PAIR) and sum(report["dropped"].values()) == len(rejects)
     for p in pairs.to_pylist():

@@ -172,3 +172,11 @@ def test_no_room_for_an_engine_or_a_broken_model_fails_in_one_line(ray_local, ti
     with pytest.raises(EngineError, match="an engine replica could not start") as err:
         run(cfg)
     assert "\n" not in str(err.value)
+    # an engine argument the installed vLLM does not know: named by the replica, before any row
+    cfg = _cfg(tiny_model, inp, tmp_path / "o3", "engine.attach=", "engine.start_timeout_s=300",
+               "engine.vllm_kwargs={not_an_engine_arg: 1}")
+    with pytest.raises(EngineError, match=r"could not start.*engine\.vllm_kwargs\."
+                                          r"not_an_engine_arg: not an engine argument") as err:
+        run(cfg)
+    assert "\n" not in str(err.value)
+    assert storage.read_dataset(str(tmp_path / "o3" / "generations")) is None

@@ -19,7 +19,7 @@ import time
 import pytest
 
 from dataset_builder.core import storage
-from tests.conftest import free_port
+from dataset_builder.llm.server import free_port
 
 pytestmark = pytest.mark.integration
 BIN = os.path.dirname(sys.executable)

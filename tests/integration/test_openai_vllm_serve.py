@@ -8,8 +8,7 @@ import pytest
 
 from dataset_builder.llm import EngineConfig, EngineError, Sampling
 from dataset_builder.llm.openai_engine import OpenAIEngine
-from dataset_builder.llm.server import start_server, stop_server
-from tests.conftest import free_port
+from dataset_builder.llm.server import free_port, start_server, stop_server
 
 pytestmark = pytest.mark.integration
 KEY = "sk-test-" + "k" * 24

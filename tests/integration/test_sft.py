@@ -3,19 +3,16 @@ dataset on moto S3, a worker is killed mid-run and training goes on from the las
 a failed job rerun resumes, a finished one does nothing, and the export loads in vLLM."""
 from __future__ import annotations
 
-import os
-import signal
 import threading
-import time
 
-import psutil
 import pyarrow as pa
 import pytest
 
 from dataset_builder.core import storage
 from dataset_builder.core.config import load_config
-from dataset_builder.curate.shards import LONGWRITER, to_messages
-from tests.conftest import chat_with_export
+from dataset_builder.core.records import LONGWRITER
+from dataset_builder.curate.shards import to_messages
+from tests.helpers import chat_with_export, kill_a_worker_after_checkpoint
 from train.config import SFTConfig
 from train.sft import TrainError, run_sft
 
@@ -53,29 +50,9 @@ def _cfg(model, data, out, *extra) -> SFTConfig:
                                               f"output={out}", "progress=false", *extra])
 
 
-def _train_workers() -> list[psutil.Process]:
-    return [p for p in psutil.process_iter(["cmdline"])
-            if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
-
-
-def _kill_a_worker_after_checkpoint(out: str, result: dict) -> None:
-    """SIGKILL one training worker process as soon as Ray Train has registered a checkpoint
-    (its snapshot on S3 lists one; a checkpoint folder alone may not be registered yet)."""
-    snapshot = f"{out}/train/checkpoint_manager_snapshot.json"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if storage.exists(snapshot) and storage.read_json(snapshot).get("checkpoint_results"):
-            workers = _train_workers()
-            if workers:
-                os.kill(workers[-1].pid, signal.SIGKILL)
-                result["killed"] = workers[-1].pid
-                return
-        time.sleep(0.2)
-
-
 def _run_with_kill(cfg: SFTConfig) -> tuple[dict, dict]:
     killed: dict = {}
-    t = threading.Thread(target=_kill_a_worker_after_checkpoint, args=(cfg.output, killed))
+    t = threading.Thread(target=kill_a_worker_after_checkpoint, args=(cfg.output, killed))
     t.start()
     try:
         return run_sft(cfg), killed

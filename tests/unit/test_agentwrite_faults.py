@@ -4,9 +4,8 @@ import asyncio
 
 from dataset_builder.agentwrite import AgentWriteConfig, Journal, run_instruction
 from dataset_builder.llm import Completion, EngineError
+from tests.helpers import PLAN
 
-PLAN = ("Paragraph 1 - Main Point: Rivers shape cities - Word Count: 300 words\n"
-        "Paragraph 2 - Main Point: Floods and flood defences - Word Count: 300 words\n")
 INST = {"id": "abc", "prompt": "Write a 600-word essay on rivers.", "source": "t", "lang": "en",
         "required_words": 600}
 

@@ -68,10 +68,12 @@ def test_every_shipped_config_is_named_for_its_job_and_loads_there():
     import importlib
     from pathlib import Path
     configs = sorted(Path("ray_jobs/configs").glob("*.yaml"))
+    jobs = {p.stem for p in Path("ray_jobs").glob("*.py")} - {"__init__", "common"}
     assert len(configs) >= 15
     for path in configs:
-        job = path.stem.split("_")[0]
-        module = importlib.import_module(f"ray_jobs.{job}")   # fails for a name of no job
+        named = [j for j in jobs if path.stem == j or path.stem.startswith(j + "_")]
+        assert named, f"{path.name}: not named <job>.yaml or <job>_<size>.yaml (jobs: {jobs})"
+        module = importlib.import_module(f"ray_jobs.{max(named, key=len)}")
         cls = module.CONFIG
         # required fields a user sets on the command line
         extra = [f"{k}=x" for k in ("input", "output", "data", "model", "base_model")
@@ -99,3 +101,16 @@ def test_nothing_in_the_repository_points_outside_it():
         (".py", ".md", ".yaml", ".toml", "Makefile")) and needle in (root / f).read_text(
         errors="ignore")]
     assert bad == []
+
+
+def test_vllm_kwargs_pass_through_but_never_repeat_a_field():
+    cfg = load_config(GenerateConfig, None, ["input=a", "output=b",
+                                             "engine.vllm_kwargs={quantization: fp8}"])
+    assert cfg.engine.vllm_kwargs == {"quantization": "fp8"}
+    with pytest.raises(ConfigError, match=r"engine\.vllm_kwargs\.max_model_len duplicates "
+                                          r"engine\.max_model_len"):
+        load_config(GenerateConfig, None, ["input=a", "output=b",
+                                           "engine.vllm_kwargs={max_model_len: 4096}"])
+    with pytest.raises(ConfigError, match="engine.vllm_kwargs is for backend vllm"):
+        load_config(GenerateConfig, None, ["input=a", "output=b", "engine.backend=openai",
+                                           "engine.vllm_kwargs={quantization: fp8}"])

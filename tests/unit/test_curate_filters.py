@@ -20,8 +20,8 @@ from dataset_builder.curate.filters import (
     build_filters,
     length_score,
     repeated_ngram_fraction,
-    validate,
 )
+from dataset_builder.curate.validate import validate
 
 rng = random.Random(3)
 VOCAB = [a + b + c for a in "bdfgklmnprst" for b in "aeiou" for c in ("n", "r", "sk", "lt")]

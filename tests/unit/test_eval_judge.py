@@ -7,16 +7,13 @@ import json
 
 import pytest
 
-from dataset_builder.llm.base import Completion, EngineConfig, EngineError
+from dataset_builder.llm.base import EngineConfig, EngineError
 from eval import judge as J
 from eval.config import EvalConfig
 from eval.evaluate import build_results, score_samples
 from eval.longbench_data import parse_benchmark
 from eval.scoring import DIMENSIONS
-
-GOOD = {d: 4 for d in DIMENSIONS}
-GOOD_TEXT = json.dumps(GOOD)
-
+from tests.helpers import GOOD, GOOD_TEXT, FakeJudge
 
 # ----------------------------------------------------------------------------- parsing
 
@@ -69,20 +66,6 @@ def test_prompt_substitution_is_single_pass():
 
 
 # ----------------------------------------------------------------------------- retries
-
-class FakeJudge:
-    """Answers from a script, one per call; an Exception instance is raised instead."""
-
-    def __init__(self, answers):
-        self.answers, self.calls = list(answers), []
-
-    async def __call__(self, messages, sampling):
-        self.calls.append(sampling)
-        a = self.answers.pop(0) if self.answers else ""
-        if isinstance(a, Exception):
-            raise a
-        return Completion(text=a, finish_reason="stop", prompt_tokens=10, output_tokens=5)
-
 
 def judge(chat, **kw):
     args = {"instruction": "Write a poem.", "response": "Roses are red.", "judge_model": "fake",

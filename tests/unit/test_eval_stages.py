@@ -9,21 +9,20 @@ import pyarrow as pa
 from dataset_builder.core import storage
 from dataset_builder.core.records import todo
 from dataset_builder.llm.base import EngineConfig
-from dataset_builder.llm.stage import EngineStage
 from eval.config import EvalConfig
 from eval.stages import GenerateTask, GenerationStore, JudgeTask, generation_hash
-from tests.unit.test_eval_judge import GOOD_TEXT, FakeJudge
+from tests.helpers import GOOD_TEXT, FakeJudge, engine_stage_without_ray
 
 
 class Engine:
+    batch = None
+
     def __init__(self, answers):
         self.chat = FakeJudge(answers)
 
 
 def _stage(task, answers):
-    stage = EngineStage.__new__(EngineStage)  # no engine, no Ray: the row handling only
-    stage.engine, stage.task, stage.where = Engine(answers), task, '{"pid": 1}'
-    return stage
+    return engine_stage_without_ray(Engine(answers), task, '{"pid": 1}')
 
 
 def _run(stage, rows):

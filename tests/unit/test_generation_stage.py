@@ -7,10 +7,14 @@ import json
 
 from dataset_builder.core.config import load_config
 from dataset_builder.core.records import todo
-from dataset_builder.generation import AgentWriteTask, GenerateConfig, _decide, _send_order
+from dataset_builder.generation import AgentWriteTask, GenerateConfig
 from dataset_builder.llm import Completion
-from dataset_builder.llm.stage import EngineStage
-from tests.unit.test_agentwrite_faults import PLAN
+from dataset_builder.selection import decide, send_order
+from tests.helpers import PLAN, engine_stage_without_ray
+
+
+def _decide(rows, done, recorded, cfg):
+    return decide(rows, done, recorded, cfg.selection, cfg.limit)
 
 
 def _cfg(tmp_path, *extra):
@@ -41,7 +45,13 @@ def test_decide_skips_earlier_results_dedups_applies_rules_then_limit(tmp_path):
     assert d[("f.jsonl", 1)] == "todo" and d[("f.jsonl", 5)] == "later"
 
 
+class NoEngine:
+    batch = None
+
+
 class Scripted:
+    batch = None
+
     def __init__(self, answers):
         self.answers = list(answers)
 
@@ -62,9 +72,9 @@ def test_send_order_is_longest_first_with_unknown_lengths_before_all(tmp_path):
             _row(5, "e", 100), _row(6, "f", 5000)]
     d = _decide(rows, {"f"}, set(), _cfg(tmp_path))  # e: too short, f: done earlier
     assert d[("f.jsonl", 5)] != "todo" and d[("f.jsonl", 6)] == "skip"
-    order = _send_order(rows, d, longest_first=True)
+    order = send_order(rows, d, longest_first=True)
     assert sorted(order, key=order.get) == [("f.jsonl", n) for n in (2, 3, 1, 4)]  # ties: input
-    order = _send_order(rows, d, longest_first=False)
+    order = send_order(rows, d, longest_first=False)
     assert sorted(order, key=order.get) == [("f.jsonl", n) for n in (1, 2, 3, 4)]
 
 
@@ -99,14 +109,13 @@ def test_engine_stage_turns_an_exception_into_that_rows_reject(tmp_path):
     import pyarrow as pa
 
     class Boom:
-        stage = "agentwrite"
+        stage, accepts, engine_key = "agentwrite", ("todo",), "engine"
 
         async def run(self, engine, item):
             if item["id"] == "bad":
                 raise ValueError("unexpected input")
             return {"status": "ok", "record": {"id": item["id"]}}
-    stage = EngineStage.__new__(EngineStage)  # no engine, no Ray: the row handling only
-    stage.engine, stage.task, stage.where = None, Boom(), "{}"
+    stage = engine_stage_without_ray(NoEngine(), Boom())
     rows = [todo({"id": "good"}), todo({"id": "bad"}),
             {"id": None, "status": "reject", "payload": json.dumps({"stage": "input"})}]
     out = asyncio.run(stage(pa.Table.from_pylist(rows))).to_pylist()

@@ -142,3 +142,16 @@ def test_core_and_the_pure_library_import_nothing_heavy_at_import_time():
                 "dataset_builder.core.instructions", "dataset_builder.curate.filters",
                 "dataset_builder.selection", "eval.scoring", "train.config"):
         assert not _heavy(mod), mod
+
+
+def test_tests_share_helpers_only_through_tests_helpers():
+    """A test file never imports another test file or conftest: what they share is in
+    tests/helpers.py (fixtures stay in conftest.py, found by pytest)."""
+    bad = []
+    for path in (ROOT / "tests").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and (
+                    node.module.startswith("tests.") and node.module != "tests.helpers"
+                    or "conftest" in node.module):
+                bad.append(f"{path.relative_to(ROOT)}: from {node.module} import ...")
+    assert not bad, "\n".join(bad)

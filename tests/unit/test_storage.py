@@ -62,3 +62,18 @@ def test_dead_endpoint_without_credentials_names_both(monkeypatch):
     msg = str(e.value)
     assert "127.0.0.1:9 is not reachable" in msg or "127.0.0.1:9" in msg and "refused" in msg
     assert len(msg.splitlines()) == 1
+
+
+def test_a_dataset_of_zero_rows_reads_as_an_empty_table_with_its_schema(tmp_path):
+    import pyarrow as pa
+    schema = pa.schema([("id", pa.string()), ("words", pa.int64())])
+    base = str(tmp_path / "empty")
+    assert storage.read_dataset(base) is None          # nothing committed: not a dataset
+    w = storage.DatasetWriter(base)
+    assert w.write([], schema) is None                 # no part for zero rows
+    w.commit()
+    table = storage.read_dataset(base)
+    assert table is not None and table.num_rows == 0 and table.schema.equals(schema)
+    w2 = storage.DatasetWriter(str(tmp_path / "bare"))
+    w2.commit()                                        # never saw a schema: no columns
+    assert storage.read_dataset(str(tmp_path / "bare")).num_columns == 0

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from tests.conftest import free_port
+from dataset_builder.llm.server import free_port
 from train.loop import _wrap, accumulate, schedule
 from train.model import PackLoss, load_model, pack_tensors
 

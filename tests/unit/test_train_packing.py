@@ -64,3 +64,14 @@ def test_pack_tensors_targets_skip_document_starts():
     assert p["position_ids"].tolist() == [[0, 1, 0, 1, 2]]
     assert p["src"].tolist() == [0, 2, 3] and p["labels"].tolist() == [2, 4, 5]
     assert p["cu_seq_lens"].tolist() == [0, 2, 5] and p["max_len"] == 3
+
+
+def test_packing_off_is_one_document_per_pack_in_order():
+    from train.data import pack
+    docs = [{"input_ids": list(range(n)), "mask": [1] * n} for n in (5, 3, 9, 2)]
+    packed = pack(docs, 32)
+    assert packed.num_rows == 1                       # all four fit one pack of 32
+    alone = pack(docs, 32, packing=False)
+    assert alone.schema.equals(packed.schema)
+    assert [r["seq_lengths"] for r in alone.to_pylist()] == [[5], [3], [9], [2]]
+    assert alone.to_pylist()[2]["input_ids"] == list(range(9))
