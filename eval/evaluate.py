@@ -53,8 +53,9 @@ def check_config(cfg: EvalConfig) -> None:
         if e.min_replicas < 1 or e.max_replicas < e.min_replicas or e.in_flight < 1:
             problems.append(f"{name}: need 1 <= min_replicas <= max_replicas and in_flight >= 1"
                             f", got {e.min_replicas}, {e.max_replicas}, {e.in_flight}")
-    if cfg.limit < 0 or cfg.ruler_prompts < 0 or cfg.bootstrap_resamples < 0:
-        problems.append("limit, ruler_prompts and bootstrap_resamples must be >= 0")
+    if min(cfg.limit, cfg.ruler_prompts, cfg.bootstrap_resamples, cfg.min_required_words) < 0:
+        problems.append("limit, ruler_prompts, bootstrap_resamples and min_required_words "
+                        "must be >= 0")
     if cfg.ruler and (not cfg.ruler_lengths or min(cfg.ruler_lengths) < 1):
         problems.append(f"ruler_lengths must be positive, got {cfg.ruler_lengths}")
     if problems:
@@ -163,6 +164,8 @@ def comparability(cfg: EvalConfig, n_rejects: int) -> list[str]:
     why = []
     if cfg.limit:
         why.append(f"limit={cfg.limit}: not the full benchmark")
+    if cfg.min_required_words:
+        why.append(f"min_required_words={cfg.min_required_words}: not the full benchmark")
     if n_rejects:
         why.append(f"{n_rejects} benchmark line(s) rejected")
     if cfg.word_count_mode != PUBLISHED["word_count_mode"]:
@@ -277,9 +280,11 @@ def run_eval(cfg: EvalConfig, items: list[dict] | None = None) -> dict:
     check_config(cfg)
     items, rejects, meta = load_benchmark(cfg.data_dir, cfg.subset, cfg.storage) \
         if items is None else custom_items(items)
+    items = [i for i in items if i["required_length"] >= cfg.min_required_words]
     if cfg.limit:
         items = items[:cfg.limit]
-    ruler = ruler_items(cfg.ruler_lengths, cfg.ruler_prompts) if cfg.ruler else []
+    ruler = ruler_items(cfg.ruler_lengths, cfg.ruler_prompts, cfg.ruler_languages,
+                        cfg.ruler_set) if cfg.ruler else []
     work = [("lbw", i) for i in items] + [("ruler", i) for i in ruler]
     gen_hash, t0 = generation_hash(cfg), time.monotonic()
     rows, counts = _rows(cfg, work, gen_hash)

@@ -92,3 +92,27 @@ def make_context(output: str, keep: int, cfg=None):
         return RayContext()
     except Exception:  # not inside a Ray Train worker
         return LocalContext(output, keep, cfg)
+
+
+def save_training_state(ctx, loss_mod, optim, sched, state: dict) -> str | None:
+    """Gather full weights and optimizer state (all ranks take part), rank 0 writes them to a
+    local temporary directory (the Ray Train report copies it to storage)."""
+    import torch
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    msd = get_model_state_dict(loss_mod, options=opts)
+    osd = get_optimizer_state_dict(loss_mod, optim, options=opts)
+    tmp = tempfile.mkdtemp(prefix="sft-ckpt-") if ctx.rank == 0 else None
+    if tmp:
+        lm = loss_mod.module.lm if hasattr(loss_mod, "module") else loss_mod.lm
+        lm.save_pretrained(tmp, state_dict={k.removeprefix("lm."): v for k, v in msd.items()},
+                           safe_serialization=True)
+        torch.save(osd, os.path.join(tmp, "optimizer.pt"))
+        torch.save(sched.state_dict(), os.path.join(tmp, "scheduler.pt"))
+        with open(os.path.join(tmp, STATE), "w") as f:
+            json.dump(state, f)
+    return tmp

@@ -17,7 +17,6 @@ import math
 import os
 import random
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,7 +26,13 @@ import torch
 import torch.distributed as dist
 
 from dataset_builder.core import storage
-from train.checkpoint import STATE, LocalContext, RayContext, make_context
+from train.checkpoint import (
+    STATE,
+    LocalContext,
+    RayContext,
+    make_context,
+    save_training_state,
+)
 from train.config import SFTConfig, resolved_attention, resolved_precision
 from train.export import export
 from train.model import PackLoss, load_model, pack_tensors
@@ -104,28 +109,6 @@ def _peak(device) -> float | None:
         return None
     name = torch.cuda.get_device_name(device)
     return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
-
-
-def _save(ctx, loss_mod, optim, sched, state: dict) -> str | None:
-    """Gather full weights and optimizer state (all ranks take part), rank 0 writes them."""
-    from torch.distributed.checkpoint.state_dict import (
-        StateDictOptions,
-        get_model_state_dict,
-        get_optimizer_state_dict,
-    )
-    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    msd = get_model_state_dict(loss_mod, options=opts)
-    osd = get_optimizer_state_dict(loss_mod, optim, options=opts)
-    tmp = tempfile.mkdtemp(prefix="sft-ckpt-") if ctx.rank == 0 else None
-    if tmp:
-        lm = loss_mod.module.lm if hasattr(loss_mod, "module") else loss_mod.lm
-        lm.save_pretrained(tmp, state_dict={k.removeprefix("lm."): v for k, v in msd.items()},
-                           safe_serialization=True)
-        torch.save(osd, os.path.join(tmp, "optimizer.pt"))
-        torch.save(sched.state_dict(), os.path.join(tmp, "scheduler.pt"))
-        with open(os.path.join(tmp, STATE), "w") as f:
-            json.dump(state, f)
-    return tmp
 
 
 @dataclass
@@ -259,6 +242,8 @@ def _train_step(run: Training, step: int, flops: tuple[float, float],
     t0 = time.time()
     batches = [_batch(run.packs, run.slot(step, m, ctx.rank), device)
                for m in range(cfg.packs_per_step)]
+    loss_mod = getattr(run.model, "module", run.model)   # PackLoss, under DDP or not
+    loss_mod.eot_nll, loss_mod.eot_n = 0.0, 0
     nll, n_global, attn_work = accumulate(run.model, batches, ctx.world, device, run.autocast)
     grad_norm = (torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.max_grad_norm)
                  if cfg.max_grad_norm > 0 else torch.tensor(0.0))
@@ -266,13 +251,15 @@ def _train_step(run: Training, step: int, flops: tuple[float, float],
     run.sched.step()
     run.optim.zero_grad(set_to_none=True)
     tokens = sum(real for _, real in batches)
-    nll, tokens, attn_work = _all_sum([nll, tokens, attn_work], device)
+    nll, tokens, attn_work, eot_nll, eot_n = _all_sum(
+        [nll, tokens, attn_work, loss_mod.eot_nll, loss_mod.eot_n], device)
     if device.type == "cuda":
         torch.cuda.synchronize()
     dt = time.time() - t0
     rec = {"step": step + 1, "loss": nll / max(n_global, 1), "lr": run.sched.get_last_lr()[0],
            "grad_norm": float(grad_norm), "tokens": int(tokens),
            "target_tokens": int(n_global), "tokens_per_s": tokens / dt, "seconds": dt,
+           "eot_loss": eot_nll / eot_n if eot_n else None,
            "packing_efficiency": tokens / (ctx.world * cfg.packs_per_step
                                            * (cfg.pack_length or cfg.max_length))}
     if peak:
@@ -295,7 +282,7 @@ def run_steps(run: Training, state: dict) -> str | None:
         bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}")
         last = state["step"] == steps
         if last or state["step"] % cfg.save_every == 0:
-            d = _save(ctx, run.model, run.optim, run.sched, state)
+            d = save_training_state(ctx, run.model, run.optim, run.sched, state)
             ctx.report(rec, d)
             if last:
                 bar.close()

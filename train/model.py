@@ -140,11 +140,26 @@ class LinearCrossEntropy(torch.autograd.Function):
 
 
 class PackLoss(nn.Module):
-    """forward(pack) -> summed NLL over the pack's target tokens (a 0-d tensor)."""
+    """forward(pack) -> summed NLL over the pack's target tokens (a 0-d tensor). On the side
+    (no gradient) it adds up the NLL and count of end-of-turn targets (the model's EOS ids) in
+    `eot_nll`, `eot_n`: whether the model learns where an answer ends (the length sweep)."""
 
     def __init__(self, lm: nn.Module, chunk_tokens: int = 4096):
         super().__init__()
         self.lm, self.chunk = lm, chunk_tokens
+        eos = lm.config.eos_token_id
+        self.eot_ids = torch.tensor([eos] if isinstance(eos, int) else list(eos or []),
+                                    dtype=torch.long)
+        self.eot_nll, self.eot_n = 0.0, 0
+
+    def _eot(self, hidden, weight, labels) -> None:
+        at = torch.isin(labels, self.eot_ids.to(labels.device))
+        if not bool(at.any()):
+            return
+        with torch.no_grad():
+            logits = hidden.detach()[at].float() @ weight.detach().float().T
+            self.eot_nll += float(nn.functional.cross_entropy(logits, labels[at], reduction="sum"))
+            self.eot_n += int(at.sum())
 
     def forward(self, input_ids, position_ids, src, labels, cu_seq_lens, max_len):
         kwargs = {}
@@ -158,4 +173,5 @@ class PackLoss(nn.Module):
         dtype = (torch.get_autocast_dtype(hidden.device.type)
                  if torch.is_autocast_enabled(hidden.device.type) else weight.dtype)
         with torch.autocast(hidden.device.type, enabled=False):
+            self._eot(hidden, weight, labels)
             return LinearCrossEntropy.apply(hidden, weight, labels, self.chunk, dtype)

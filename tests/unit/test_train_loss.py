@@ -93,3 +93,19 @@ def test_schedule_covers_every_pack_once_per_epoch(n_packs, world, per_step):
         assert sorted(i for i in seen if i >= 0) == list(range(n_packs))
         assert seen.count(-1) == spe * world * per_step - n_packs
     assert slot(0, 0, 0) == schedule(n_packs, world, per_step, seed=1)[1](0, 0, 0)
+
+
+def test_the_end_of_turn_loss_is_the_nll_of_the_eos_targets_alone(tiny_model):
+    """PackLoss adds up, on the side, -log p of every target that is the model's EOS id: the
+    length sweep's measure of whether a model learns where its answers end."""
+    model = _model(tiny_model)
+    eos = model.lm.config.eos_token_id
+    ids, mask = [3, 4, 5, eos, 7, 8, eos], [0, 1, 1, 1, 0, 1, 1]
+    nll, n, _ = accumulate(model, [(pack_tensors(ids, mask, [4, 3]), 7)], 1, "cpu")
+    assert model.eot_n == 2
+    lm, expected = model.lm, []
+    for doc in ([3, 4, 5, eos], [7, 8, eos]):
+        logp = torch.log_softmax(lm(input_ids=torch.tensor([doc])).logits[0].float(), -1)
+        expected.append(-logp[len(doc) - 2, eos])
+    assert abs(model.eot_nll - float(sum(expected))) < 1e-3
+    assert model.eot_nll < nll          # a part of the summed loss, not all of it
