@@ -8,7 +8,7 @@ MODELS := $(PY) -m dataset_builder.models
 export TOKENIZERS_PARALLELISM := false
 export RAY_ENABLE_UV_RUN_RUNTIME_ENV := 0
 
-.PHONY: setup models demo mini test test-unit bench lint clean
+.PHONY: setup models demo mini sweep test test-unit bench lint clean
 
 setup: $(STAMP)
 
@@ -36,6 +36,15 @@ demo: models
 mini: models
 	$(PY) -m ray_jobs.pipeline --config ray_jobs/configs/pipeline_mini.yaml \
 		--set base_model=$$($(MODELS) demo) --set judge_model=$$($(MODELS) demo)
+
+# The paper's Section 2 experiment (hours on 2 cores; resumable arm by arm: rerun to continue)
+# -> examples/length_sweep/results/report.md
+sweep: models
+	$(PY) -m ray_jobs.length_sweep --config ray_jobs/configs/length_sweep.yaml \
+		--set base_model=$$($(MODELS) demo) --set "host=$(HOST)"
+
+HOST = $(shell echo "$$(lscpu | sed -n 's/^Model name: *//p'), $$(nproc) cores, \
+	$$(grep -q avx512_bf16 /proc/cpuinfo && echo with || echo without) avx512_bf16")
 
 test: models
 	$(PY) -m pytest -q tests

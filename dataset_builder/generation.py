@@ -189,8 +189,9 @@ def _run(cfg: GenerateConfig, up_key: str) -> dict:
     gen_uri, rej_uri = storage.join(out, "generations"), storage.join(out, "_rejects")
     extra = {"config": to_dict(cfg), "config_hash": config_hash(cfg),
              "code_version": code_version("dataset_builder")}
-    for uri in (gen_uri, rej_uri):  # parts a crashed run committed but did not list
-        merge_commits(uri, cfg.storage, uri == gen_uri, extra if uri == gen_uri else None)
+    for uri, schema in ((gen_uri, records.GENERATION), (rej_uri, records.REJECT)):
+        # parts a crashed run committed but did not list
+        merge_commits(uri, cfg.storage, uri == gen_uri, extra if uri == gen_uri else None, schema)
     done, recorded = _earlier(out, cfg)
     rows = ds.map(lambda r: {k: v for k, v in json.loads(r["payload"]).items() if k in (
         "id", "file", "line", "lang", "required_words", "required_words_source")}

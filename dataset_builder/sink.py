@@ -68,7 +68,7 @@ class ManifestSink(Datasink):
     def on_write_complete(self, write_result) -> None:
         self.summaries = [s for ret in write_result.write_returns for s in ret]
         for out in self.outputs.values():
-            merge_commits(out.uri, self.cfg, out.unique_ids, self.extra)
+            merge_commits(out.uri, self.cfg, out.unique_ids, self.extra, out.schema)
 
 
 def _rows(block) -> list[dict]:
@@ -86,14 +86,18 @@ def write_part(uri: str, name: str, table: pa.Table, cfg=None) -> None:
                         "sha256": hashlib.sha256(data).hexdigest(), "ids": ids}, cfg)
 
 
-def merge_commits(uri: str, cfg=None, unique_ids: bool = True, extra: dict | None = None) -> dict:
-    """Move committed parts into the manifest (idempotent; each id listed once)."""
+def merge_commits(uri: str, cfg=None, unique_ids: bool = True, extra: dict | None = None,
+                  schema: pa.Schema | None = None) -> dict:
+    """Move committed parts into the manifest (idempotent; each id listed once). `schema` is
+    recorded, so that a dataset with no rows reads as an empty table with its columns."""
     fs, path = storage.get_fs(storage.join(uri, COMMITS), cfg)
     markers = sorted(p for p in (fs.ls(path, detail=False) if fs.exists(path) else [])
                      if p.endswith(".json"))
     listed_before = storage.load_manifest(uri, cfg)
     manifest = listed_before or {"files": [], "rows": 0}
     manifest.update(extra or {})
+    if schema is not None:
+        manifest["arrow_schema"] = storage.encode_schema(schema)
     if not markers and listed_before:
         return manifest
     listed = {f["path"] for f in manifest["files"]}

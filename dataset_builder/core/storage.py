@@ -231,11 +231,16 @@ class DatasetWriter:
         self.manifest["rows"] = sum(f["rows"] for f in self.manifest["files"])
         self.manifest.update(extra)
         if self._schema is not None:  # so that a dataset of zero rows still reads with its columns
-            self.manifest["arrow_schema"] = base64.b64encode(
-                self._schema.serialize().to_pybytes()).decode()
+            self.manifest["arrow_schema"] = encode_schema(self._schema)
         self._pending = []
         write_json(join(self.uri, MANIFEST), self.manifest, self.cfg)
         return self.manifest
+
+
+def encode_schema(schema: pa.Schema) -> str:
+    """A manifest's `arrow_schema`: the Arrow schema (IPC bytes, base64), read back by
+    read_dataset when the dataset has no rows."""
+    return base64.b64encode(schema.serialize().to_pybytes()).decode()
 
 
 def load_manifest(uri: str, cfg: StorageConfig | None = None) -> dict | None:

@@ -66,6 +66,7 @@ def write_shards(uri: str, batches: Iterable[pa.Table], cfg: storage.StorageConf
                  extra: dict) -> tuple[storage.DatasetWriter, list[str]]:
     """Write each batch (already cut to rows_per_shard, sorted) as one part; not committed."""
     writer = storage.DatasetWriter(uri, cfg, extra)
+    writer.write(LONGWRITER.empty_table())   # the schema, for a curation that keeps no row
     names = [writer.write(batch) for batch in batches]
     return writer, [n for n in names if n]
 
@@ -73,6 +74,7 @@ def write_shards(uri: str, batches: Iterable[pa.Table], cfg: storage.StorageConf
 def write_rejects(uri: str, batches: Iterable[pa.Table], cfg: storage.StorageConfig | None,
                   extra: dict) -> dict:
     writer = storage.DatasetWriter(storage.join(uri, REJECTS_DIR), cfg, extra)
+    writer.write(REJECTS.empty_table())
     for batch in batches:
         writer.write(batch)
     return writer.commit()

@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import uuid
 
 import pyarrow as pa
@@ -135,7 +136,9 @@ def engines_up(*engine_cfgs):
             "an autoscaling cluster needs a node type that fits (cluster.yaml)") from None
     except ray.exceptions.RayActorError as e:
         cause = str(e).splitlines()
-        why = next((x for x in cause if "EngineError" in x), cause[0] if cause else repr(e))
+        # the raised error's own line ("...EngineError: why"), not a source line quoting it
+        why = next((x for x in reversed(cause) if re.match(r"\s*([\w.]+\.)?EngineError: ", x)),
+                   cause[0] if cause else repr(e))
         raise EngineError(f"an engine replica could not start: {why.strip()[:500]}") from None
     finally:
         stop.set()

@@ -42,3 +42,12 @@ def test_rejects_keep_repeated_ids(tmp_path):
     _part(uri, "part-a-00000.parquet", [None, None])
     _part(uri, "part-b-00000.parquet", [None])
     assert merge_commits(uri, unique_ids=False)["rows"] == 3
+
+
+def test_an_output_with_no_rows_reads_as_an_empty_table_with_its_schema(tmp_path):
+    import pyarrow as pa
+    schema = pa.schema([("id", pa.string()), ("reason", pa.string())])
+    uri = str(tmp_path / "rejects")
+    merge_commits(uri, unique_ids=False, schema=schema)     # a run that rejected nothing
+    table = storage.read_dataset(uri)
+    assert table.num_rows == 0 and table.column("id").to_pylist() == []
