@@ -84,9 +84,12 @@ def arm_metrics(samples: list[dict], cap: int | None, train: dict | None = None,
     ok = [s for s in samples if s["ok"]]
     long = [s for s in ok if s["kind"] == "lbw" and s["required_length"] >= LONG]
     words_long = [s["words"] for s in long]
+    # The curve of the figure: LongWrite-Ruler's prompts, the same few at every length (the
+    # paper's Figure 2); LongBench-Write's lengths have one or two prompts each.
     by_required: dict[int, list[int]] = {}
     for s in ok:
-        by_required.setdefault(s["required_length"], []).append(s["words"])
+        if s["kind"] == "ruler":
+            by_required.setdefault(s["required_length"], []).append(s["words"])
     d4 = [s["distinct_4gram"] for s in ok if s["distinct_4gram"] is not None]
     med = _median_ci(words_long, seed)
     eos = _share_ci([s["finish_reason"] == "stop" for s in ok], seed)
@@ -131,7 +134,9 @@ def _markdown(report: dict) -> str:
         ci = a.get("median_words_2k_plus_ci95")
         lines.append("| " + " | ".join(str(x) for x in [
             a["name"], a["cap_words"] or "-", a.get("rows") or "-", a.get("steps") or "-",
-            a.get("train_tokens") or "-", a.get("eot_loss_final") or "-", a["n_2k_plus"],
+            a.get("train_tokens") or "-",
+            round(a["eot_loss_final"], 3) if a.get("eot_loss_final") is not None else "-",
+            a["n_2k_plus"],
             f"{a['median_words_2k_plus']} ({ci[0]:.0f}-{ci[1]:.0f})" if ci
             else a["median_words_2k_plus"], a["S_l_2k_plus"], a["eos_share"],
             a["distinct_4gram"],
@@ -162,7 +167,7 @@ def _plot(report: dict) -> bytes:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("required length (words)")
-    ax.set_ylabel("output length (median words)")
+    ax.set_ylabel("output length (median words, LongWrite-Ruler)")
     ax.set_title("Output length by SFT length cap (dotted: each arm's cap)")
     ax.legend(fontsize=8)
     buf = io.BytesIO()
