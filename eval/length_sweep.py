@@ -122,7 +122,7 @@ def _arm_order(arm: dict) -> tuple:
 
 
 def _markdown(report: dict) -> str:
-    cols = ["arm", "cap", "rows", "steps", "train tokens", "EOT loss", "n 2k+",
+    cols = ["arm", "cap", "rows", "steps", "train tokens", "EOT loss (last epoch)", "n 2k+",
             "median words 2k+ (95% CI)", "S_l 2k+", "ends on its own", "distinct 4-gram",
             "at 2x cap: n, median/cap, ends"]
     lines = ["# Length sweep: output length follows the SFT data's length", "",

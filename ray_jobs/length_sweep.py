@@ -118,12 +118,26 @@ def _stage(state: dict, state_uri: str, name: str, arm: str, where: str, run, sc
     return state[name]
 
 
-def _train_summary(manifest: dict, cut_words: list[int]) -> dict:
+def train_summary(manifest: dict, history: list[dict], cut_words: list[int]) -> dict:
+    """What an arm trained on and how its losses ended. A step is one row, and rows differ a
+    lot (one row's end-of-turn loss was 0.4, another's 21 nats at the same point), so the
+    final losses are means over the last epoch (the last `rows` steps), not the last step."""
     m, d = manifest.get("final_metrics", {}), manifest.get("data", {})
-    return {"rows": d.get("rows_kept"), "steps": m.get("steps"),
-            "train_tokens": m.get("target_tokens"), "loss_first": m.get("first_loss"),
-            "loss_final": m.get("final_loss"), "eot_loss_final": m.get("final_eot_loss"),
-            "tokens_per_s": m.get("tokens_per_s"), "answer_words_max": max(cut_words)}
+    rows = d.get("rows_kept") or len(cut_words)
+    last = history[-rows:]
+    eot = [h["eot_loss"] for h in last if h.get("eot_loss") is not None]
+    return {"rows": rows, "steps": m.get("steps"), "train_tokens": m.get("target_tokens"),
+            "loss_first": m.get("first_loss"),
+            "loss_final": round(sum(h["loss"] for h in last) / len(last), 4) if last else None,
+            "eot_loss_final": round(sum(eot) / len(eot), 4) if eot else None,
+            "tokens_per_s": m.get("tokens_per_s"), "answer_words_max": max(cut_words),
+            "history": [[round(h["loss"], 4), None if h.get("eot_loss") is None
+                         else round(h["eot_loss"], 4)] for h in history]}
+
+
+def _history(sft_out: str, scfg) -> list[dict]:
+    lines = storage.read_bytes(storage.join(sft_out, "metrics.jsonl"), scfg).decode()
+    return [h for h in map(json.loads, filter(str.strip, lines.splitlines())) if "loss" in h]
 
 
 def run_arm(cfg: SweepConfig, table, name: str, cap: int | None, trained: bool,
@@ -149,8 +163,8 @@ def run_arm(cfg: SweepConfig, table, name: str, cap: int | None, trained: bool,
             *cfg.sft.set, f"model={cfg.base_model}", f"data={out}/data", f"output={out}/sft"])
         sft_cfg.storage = scfg
         done = _stage(state, state_uri, "sft", name, f"{out}/sft",
-                      lambda: _train_summary(sft.main(sft_cfg),
-                                             rows.column("response_words").to_pylist()), scfg)
+                      lambda: train_summary(sft.main(sft_cfg), _history(f"{out}/sft", scfg),
+                                            rows.column("response_words").to_pylist()), scfg)
         model, train = f"{out}/sft/model", {k: v for k, v in done.items() if k != "status"}
     ev = load_config(evaluate.CONFIG, cfg.evaluate.config or None, [
         *cfg.evaluate.set, f"engine.model={model}", f"output={out}/eval", "judge_enabled=false"])

@@ -34,3 +34,17 @@ def test_arm_metrics():
     assert far["n"] == 5 and far["median_words"] == 500 and far["median_over_cap"] == 2.0
     assert m["steps"] == 12 and m["train_tokens"] == 900 and m["eot_loss_final"] == 0.5
     assert "at_2x_cap" not in arm_metrics(samples, None)
+
+
+def test_train_summary_takes_the_last_epochs_means():
+    from ray_jobs.length_sweep import train_summary
+    history = [{"loss": 4.0, "eot_loss": 9.0}] * 3 + [
+        {"loss": 1.0, "eot_loss": 0.5}, {"loss": 2.0, "eot_loss": None}, {"loss": 3.0,
+                                                                         "eot_loss": 1.5}]
+    manifest = {"final_metrics": {"steps": 6, "target_tokens": 700, "first_loss": 4.0},
+                "data": {"rows_kept": 3}}
+    s = train_summary(manifest, history, [40, 120, 90])
+    assert s["rows"] == 3 and s["steps"] == 6 and s["train_tokens"] == 700
+    assert s["loss_final"] == 2.0 and s["eot_loss_final"] == 1.0   # the last 3 steps
+    assert s["answer_words_max"] == 120 and len(s["history"]) == 6
+    assert s["history"][4] == [2.0, None]
