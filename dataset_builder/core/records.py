@@ -3,7 +3,7 @@ and the typed row shapes that pass between stages (TypedDicts mirroring the sche
 from __future__ import annotations
 
 import json
-from typing import Literal, TypedDict
+from typing import TypedDict
 
 import pyarrow as pa
 
@@ -90,13 +90,12 @@ class Reject(TypedDict):
 # infers an Arrow schema from a nested record.
 
 ROW = pa.schema([("id", pa.string()), ("status", pa.string()), ("payload", pa.string())])
-Status = Literal["todo", "ok", "reject"]
 
 
 class StageRow(TypedDict):
     """A row of ROW: `payload` is the item (an Instruction plus what stages add) as JSON."""
     id: str | None
-    status: str        # Status; a task may define its own (`EngineTask.accepts`)
+    status: str        # "todo", "ok", "reject", or a task's own (`EngineTask.accepts`)
     payload: str
 
 
