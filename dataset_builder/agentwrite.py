@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from dataset_builder import prompts
-from dataset_builder.core import storage
+from dataset_builder.core import progress, storage
 from dataset_builder.core.config import field
 from dataset_builder.core.text import count_words, refusal
 from dataset_builder.llm.base import EngineError, Sampling, text_only
@@ -259,9 +259,13 @@ async def _write_step(engine, inst, msgs: list[dict], k: int, words: int, cfg) -
 
 async def run_instruction(engine, inst: dict, cfg: AgentWriteConfig, journal_uri: str,
                           storage_cfg=None) -> dict:
-    """Plan + write one instruction. Returns {"status": "ok", "record": ...} or a reject."""
+    """Plan + write one instruction. Returns {"status": "ok", "record": ...} or a reject.
+    Counts for the job's progress (core.progress): the plan's steps and words, each step's
+    words as written (or resumed from the journal), and the words a reject leaves unwritten."""
     journal = Journal(journal_uri, inst["id"], storage_cfg)
     done = journal.load()
+    plan: list[dict] = []
+    steps: list[dict] = []
     try:
         if 0 in done:
             plan_entry, resumed = done[0], 1
@@ -270,20 +274,28 @@ async def run_instruction(engine, inst: dict, cfg: AgentWriteConfig, journal_uri
             _, plan_entry = await _plan(engine, inst, cfg)
             journal.save(0, plan_entry)
         plan = plan_entry["plan"]
+        progress.add(rows_planned=1, steps_planned=len(plan),
+                     words_planned=sum(p["words"] for p in plan))
         steps = [plan_entry]
         for k in range(1, len(plan) + 1):
             entry = done.get(k)
             msgs = step_messages(inst, plan_entry, steps[1:], cfg)
             h = prompt_hash(msgs)
+            words = plan[k - 1]["words"]
             if entry and entry["prompt_hash"] == h:
                 resumed += 1
+                progress.add(steps_resumed=1, words_resumed=words)
             else:  # not journaled, or journaled under another prompt (config changed): write it
                 done = {}  # later journal entries depend on this step's text: drop them
-                entry = {"prompt_hash": h, **await _write_step(engine, inst, msgs, k,
-                                                               plan[k - 1]["words"], cfg)}
+                entry = {"prompt_hash": h, **await _write_step(engine, inst, msgs, k, words, cfg)}
                 journal.save(k, entry)
+                progress.add(steps_done=1, words_done=words)
             steps.append(entry)
     except Rejected as r:
+        if plan:
+            progress.add(words_dropped=sum(p["words"] for p in plan[max(len(steps) - 1, 0):]))
+        else:
+            progress.add(rows_dropped=1)
         return {"status": "reject", "id": inst["id"], "stage": r.stage, "reason": r.reason}
     return {"status": "ok", "record": _record(inst, plan_entry, steps, resumed, cfg)}
 

@@ -31,9 +31,10 @@ from dataset_builder.agentwrite import (
     run_instruction,
 )
 from dataset_builder.core import instructions as ins
-from dataset_builder.core import records, storage
+from dataset_builder.core import progress, records, storage
 from dataset_builder.core.config import code_version, config_hash, field, to_dict
 from dataset_builder.core.records import ROW, reject_row
+from dataset_builder.estimate import EstimateConfig
 from dataset_builder.llm.base import EngineConfig, EngineError, Sampling
 from dataset_builder.llm.batch_stats import fill
 from dataset_builder.llm.render import ChatRenderer
@@ -58,11 +59,16 @@ class GenerateConfig:
     longest_first: bool = field(True, help="Send the instructions that ask for the most words "
         "first (those with no stated length before all others): a long instruction started "
         "last keeps one replica busy alone at the end of the job. False: input order.")
-    progress: bool = field(True, help="Show Ray Data's progress bars.")
+    progress: bool = field(True, help="Print a progress line every progress_interval_s: "
+        "instructions done of those sent, rejects, write steps and words written of those "
+        "planned, output tokens/s, ETA (core/progress.py).")
+    progress_interval_s: float = field(30.0, help="Seconds between progress lines.")
     engine: EngineConfig = field(default_factory=EngineConfig, help="The LLM engine.")
     agentwrite: AgentWriteConfig = field(default_factory=AgentWriteConfig, help="AgentWrite.")
     selection: SelectionConfig = field(default_factory=SelectionConfig, help="Selection.")
     storage: storage.StorageConfig = field(default_factory=storage.StorageConfig, help="Storage.")
+    estimate: EstimateConfig = field(default_factory=EstimateConfig, help="The dry run's "
+        "assumptions and prices (--dry-run; dataset_builder/estimate.py).")
 
 
 class AgentWriteTask:
@@ -160,7 +166,7 @@ def _read(cfg: GenerateConfig):
     return ds.flat_map(ins.parse_file, fn_kwargs={"storage_cfg": cfg.storage}).materialize()
 
 
-def _earlier(out: str, cfg: GenerateConfig) -> tuple[set, set]:
+def earlier(out: str, cfg: GenerateConfig) -> tuple[set, set]:
     """Ids finished or rejected by earlier runs (not retried unless retry_rejects), and the
     rejects already recorded (a rerun records none twice)."""
     gens = storage.read_dataset(storage.join(out, "generations"), cfg.storage)
@@ -179,11 +185,9 @@ def run(cfg: GenerateConfig) -> dict:
 
 
 def _run(cfg: GenerateConfig, up_key: str) -> dict:
-    import ray
     t0 = time.time()
     out = cfg.output.rstrip("/")
     storage.check_reachable(out, cfg.storage)
-    ray.data.DataContext.get_current().enable_progress_bars = cfg.progress
     ds = _read(cfg)
     storage.save_resolved_config(cfg, out, cfg.storage)
     gen_uri, rej_uri = storage.join(out, "generations"), storage.join(out, "_rejects")
@@ -192,7 +196,7 @@ def _run(cfg: GenerateConfig, up_key: str) -> dict:
     for uri, schema in ((gen_uri, records.GENERATION), (rej_uri, records.REJECT)):
         # parts a crashed run committed but did not list
         merge_commits(uri, cfg.storage, uri == gen_uri, extra if uri == gen_uri else None, schema)
-    done, recorded = _earlier(out, cfg)
+    done, recorded = earlier(out, cfg)
     rows = ds.map(lambda r: {k: v for k, v in json.loads(r["payload"]).items() if k in (
         "id", "file", "line", "lang", "required_words", "required_words_source")}
         | {"status": r["status"]}).take_all()
@@ -202,23 +206,28 @@ def _run(cfg: GenerateConfig, up_key: str) -> dict:
     run_id = uuid.uuid4().hex[:12]  # names this run's parts and scopes its attempt counts
     ds = ds.map_batches(_apply, batch_format="pyarrow",
                         fn_kwargs={"decisions": decisions, "order": order})
-    if n_todo:  # no engine starts when nothing is left to generate
-        task = {"cfg": cfg, "journal_uri": storage.join(out, "_journal"),
-                "run_id": run_id}
-        from ray.data.expressions import col
-        # sort: an all-to-all, cheap here (the input is materialized, rows are instructions)
-        queue = ds.filter(expr=col("status") == "todo").sort("rank")
-        ds = engine_stage(queue, cfg.engine, AgentWriteTask, task, up_key).union(
-            ds.filter(expr=col("status") != "todo").drop_columns(["rank"]))
-    else:
-        ds = ds.drop_columns(["rank"])
-    chash, model = config_hash(cfg), cfg.engine.model
-    sink = ManifestSink(
-        {"ok": Output(gen_uri, records.GENERATION,
-                      lambda i: {**i["record"], "model": model, "config_hash": chash}),
-         "reject": Output(rej_uri, records.REJECT, records.reject_record, unique_ids=False)},
-        cfg.storage, run_id, cfg.commit_every, _summary, extra)
-    ds.write_datasink(sink)
+    n_sel = sum(isinstance(d, tuple) for d in decisions.values())
+    line = progress_line(n_todo, n_sel, _expected_words(rows, decisions, cfg))
+    with progress.Console("generate", cfg.progress, cfg.progress_interval_s, line) as con:
+        if n_todo:  # no engine starts when nothing is left to generate
+            task = {"cfg": cfg, "journal_uri": storage.join(out, "_journal"),
+                    "run_id": run_id}
+            from ray.data.expressions import col
+            # sort: an all-to-all, cheap here (the input is materialized, rows are instructions)
+            queue = ds.filter(expr=col("status") == "todo").sort("rank")
+            ds = engine_stage(queue, cfg.engine, AgentWriteTask, task, up_key,
+                              con.board).union(
+                ds.filter(expr=col("status") != "todo").drop_columns(["rank"]))
+        else:
+            ds = ds.drop_columns(["rank"])
+        chash, model = config_hash(cfg), cfg.engine.model
+        sink = ManifestSink(
+            {"ok": Output(gen_uri, records.GENERATION,
+                          lambda i: {**i["record"], "model": model, "config_hash": chash}),
+             "reject": Output(rej_uri, records.REJECT, records.reject_record,
+                              unique_ids=False)},
+            cfg.storage, run_id, cfg.commit_every, _summary, extra, con.board)
+        ds.write_datasink(sink)
     stats = Stats()
     for s in sink.summaries:
         stats.record(s) if s["status"] == "ok" else stats.reject(s["stage"], s["reason"])
@@ -226,7 +235,43 @@ def _run(cfg: GenerateConfig, up_key: str) -> dict:
     result = _stats_json(cfg, stats, sink.summaries, len(rows), decisions, n_todo,
                          time.time() - t0, total)
     storage.write_json(storage.join(out, "_stats.json"), result, cfg.storage)
+    con.final(f"instructions {stats.c['written']}/{n_todo} written, "
+              f"{sum(stats.reasons.values())} rejected ({n_sel} by selection before the engines)"
+              f" | {stats.c['output_tokens']:,} output tokens, "
+              f"{result['output_tokens_per_s']:,.0f}/s | {progress.duration(result['wall_seconds'])}")
     return result
+
+
+def _expected_words(rows: list[dict], decisions: dict, cfg: GenerateConfig) -> float:
+    """Mean required words of the rows sent to the engines (a row whose length the LLM will
+    estimate counts as the mean of the others; with none known, the selection minimum)."""
+    known = [r["required_words"] for r in rows
+             if decisions[(r["file"], r["line"])] == "todo" and r.get("required_words")]
+    return sum(known) / len(known) if known else float(cfg.selection.min_required_words or 2000)
+
+
+def progress_line(n_todo: int, n_selection_rejects: int, expected_words: float
+                  ) -> progress.LineFn:
+    """The generation's progress line. The ETA is made in words, since AgentWrite's work is
+    its words (tokens) and rows differ tenfold: the words left are the planned words not yet
+    written or dropped by a reject, plus the rows not planned yet at the mean planned words per
+    row so far (before any plan: the required words the driver knows). They are divided by
+    the words written per second so far (resumed steps cost nothing and do not count)."""
+    def line(c: dict, g: dict, active_s: float) -> str:
+        ok, rej = int(c.get("agentwrite_ok", 0)), int(c.get("agentwrite_reject", 0))
+        planned = c.get("rows_planned", 0)
+        per_row = c.get("words_planned", 0) / planned if planned else expected_words
+        to_plan = max(n_todo - planned - c.get("rows_dropped", 0), 0)
+        total = c.get("words_planned", 0) - c.get("words_dropped", 0) + to_plan * per_row
+        written = c.get("words_done", 0) + c.get("words_resumed", 0)
+        steps = int(c.get("steps_done", 0) + c.get("steps_resumed", 0))
+        tok_s = c.get("agentwrite_output_tokens", 0) / active_s if active_s else 0.0
+        return (f"instructions {ok + rej}/{n_todo} done, {rej + n_selection_rejects} rejected"
+                f", {int(c.get('rows_committed', 0))} committed | write steps {steps}/"
+                f"{int(c.get('steps_planned', 0))} planned | words {written:,.0f}/~{total:,.0f}"
+                f" | {tok_s:,.0f} output tok/s | ETA "
+                f"{progress.eta(total - written, c.get('words_done', 0), active_s)}")
+    return line
 
 
 class Stats:

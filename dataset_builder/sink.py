@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from ray.data import Datasink
 
-from dataset_builder.core import storage
+from dataset_builder.core import progress, storage
 
 log = logging.getLogger(__name__)
 COMMITS = "_commits"
@@ -40,8 +40,11 @@ class Output:
 
 class ManifestSink(Datasink):
     def __init__(self, outputs: dict[str, Output], storage_cfg, run_id: str, min_rows: int,
-                 summary: Callable[[dict, str], dict], manifest_extra: dict | None = None):
+                 summary: Callable[[dict, str], dict], manifest_extra: dict | None = None,
+                 progress_board=None):
+        """`progress_board`: each write task counts `rows_committed` there."""
         self.outputs, self.cfg, self.run_id = outputs, storage_cfg, run_id
+        self.board = progress_board
         self._min_rows, self.summary = min_rows, summary
         self.extra = manifest_extra or {}
         self.summaries: list[dict] = []
@@ -63,6 +66,8 @@ class ManifestSink(Datasink):
             table = pa.Table.from_pylist([out.to_row(i) for i in items], schema=out.schema)
             name = f"part-{self.run_id}-{ctx.task_idx:05d}.parquet"
             write_part(out.uri, name, table, self.cfg)
+        progress.attach(self.board)
+        progress.add(rows_committed=len(summaries))
         return summaries
 
     def on_write_complete(self, write_result) -> None:

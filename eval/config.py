@@ -98,7 +98,9 @@ class EvalConfig:
         default_factory=lambda: list(RULER_LENGTHS), help="LongWrite-Ruler required lengths.")
     ruler_prompts: int = field(0, help="Use only the first N ruler prompts (after "
         "ruler_languages; 0 = all).")
-    progress: bool = field(True, help="Show progress bars.")
+    progress: bool = field(True, help="Print a progress line every progress_interval_s: "
+        "responses written and judged of those to do, failures, output tokens/s, ETA.")
+    progress_interval_s: float = field(30.0, help="Seconds between progress lines.")
 
 
 def resolve_data_dir(data_dir: str) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import time
 
-from dataset_builder.core import config, storage
+from dataset_builder.core import config, progress, storage
 from dataset_builder.core.config import ConfigError, config_hash
 from dataset_builder.core.records import todo
 from dataset_builder.core.storage import save_resolved_config
@@ -97,17 +97,39 @@ def _run_stages(cfg: EvalConfig, rows: list[dict], gen_hash: str) -> list[dict]:
         preflight(judge, f"judge {judge.model!r}", judge_schema(cfg))
     if gen is None and judge is None:
         return [json.loads(r["payload"]) | {"status": r["status"]} for r in rows]
-    ray.data.DataContext.get_current().enable_progress_bars = cfg.progress
-    with engines_up(gen, judge) as up_key:
+    line = progress_line(n_todo, len(rows) if judge is not None else 0)
+    with engines_up(gen, judge) as up_key, progress.Console(
+            "evaluate", cfg.progress, cfg.progress_interval_s, line) as con:
         ds = ray.data.from_items(rows)
         if gen is not None:
-            ds = engine_stage(ds, gen, GenerateTask, {"cfg": cfg, "gen_hash": gen_hash}, up_key)
+            ds = engine_stage(ds, gen, GenerateTask, {"cfg": cfg, "gen_hash": gen_hash}, up_key,
+                              con.board)
         if judge is not None:  # an API judge's rate is shared among its replicas
             rpm = cfg.judge_rpm / max(judge.max_replicas, 1)
             cache = cfg.judge_cache or storage.join(cfg.output.rstrip("/"), "judge_cache")
             ds = engine_stage(ds, judge, JudgeTask, {"cfg": cfg, "cache_uri": cache, "rpm": rpm},
-                              up_key)
-        return [json.loads(r["payload"]) | {"status": r["status"]} for r in ds.take_all()]
+                              up_key, con.board)
+        done = [json.loads(r["payload"]) | {"status": r["status"]} for r in ds.take_all()]
+    written = sum(bool(d.get("generated")) and d["status"] == "ok" for d in done)
+    con.final(f"responses {written}/{n_todo} written, "
+              f"{sum(bool(d.get('generated')) and d['status'] != 'ok' for d in done)} failed")
+    return done
+
+
+def progress_line(n_todo: int, n_judge: int) -> progress.LineFn:
+    """The evaluation's progress line; the ETA is the responses left at the rate so far
+    (responses differ in length, so it is rough until many are done)."""
+    def line(c: dict, g: dict, active_s: float) -> str:
+        gen_ok, gen_bad = int(c.get("generate_ok", 0)), int(c.get("generate_error", 0) +
+                                                              c.get("generate_reject", 0))
+        tok_s = c.get("generate_output_tokens", 0) / active_s if active_s else 0.0
+        text = (f"responses {gen_ok + gen_bad}/{n_todo} written, {gen_bad} failed | "
+                f"{tok_s:,.0f} output tok/s")
+        if n_judge:
+            text += (f" | judged {int(c.get('judge_ok', 0) + c.get('judge_reject', 0))}/"
+                     f"<={n_judge}")
+        return text + f" | ETA {progress.eta(n_todo - gen_ok - gen_bad, gen_ok + gen_bad, active_s)}"
+    return line
 
 
 def _collect(cfg: EvalConfig, work: list[tuple[str, dict]], done: list[dict], counts: dict,
@@ -278,6 +300,7 @@ def run_eval(cfg: EvalConfig, items: list[dict] | None = None) -> dict:
     from eval.report import write_report
 
     check_config(cfg)
+    progress.check_interval(cfg.progress_interval_s)
     items, rejects, meta = load_benchmark(cfg.data_dir, cfg.subset, cfg.storage) \
         if items is None else custom_items(items)
     items = [i for i in items if i["required_length"] >= cfg.min_required_words]

@@ -20,14 +20,18 @@ EXPECTED = (ConfigError, storage.StorageError, EngineError, FileNotFoundError)
 
 
 def cli(cls, main: Callable, argv: list[str] | None = None, description: str = "",
-        expected: tuple = ()) -> int:
-    """`expected`: the job's own error types that also end in one line and exit 2."""
+        expected: tuple = (), dry_run: Callable | None = None) -> int:
+    """`expected`: the job's own error types that also end in one line and exit 2.
+    `dry_run(cfg)`: what `--dry-run` runs instead of `main` (the job has one)."""
     p = argparse.ArgumentParser(description=description,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", help="YAML config file (ray_jobs/configs/*.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config field, e.g. --set engine.model=/models/x")
     p.add_argument("--help-config", action="store_true", help="list every config field and exit")
+    if dry_run is not None:
+        p.add_argument("--dry-run", action="store_true", help="check the config and input and "
+                       "print what the run would do and cost; start nothing")
     args = p.parse_args(argv)
     if args.help_config:
         print("\n".join(describe(cls)))
@@ -35,7 +39,7 @@ def cli(cls, main: Callable, argv: list[str] | None = None, description: str = "
     library_logging()
     try:
         cfg = load_config(cls, args.config, args.set)
-        main(cfg)
+        (dry_run if getattr(args, "dry_run", False) else main)(cfg)
     except (*EXPECTED, *expected) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -81,7 +81,9 @@ class SFTConfig:
     max_failures: int = field(3, help="Worker-group restarts from the last checkpoint before "
                               "the job fails.")
     log_every: int = field(1, help="Report metrics every N steps.")
-    progress: bool = field(True, help="Progress bar on rank 0.")
+    progress: bool = field(True, help="Print a progress line every progress_interval_s: "
+        "step of all steps, loss, tokens/s, ETA (counted on rank 0).")
+    progress_interval_s: float = field(30.0, help="Seconds between progress lines.")
     storage: StorageConfig = field(default_factory=StorageConfig, help="Storage.")
 
 
@@ -134,4 +136,7 @@ class DPOTrainConfig:
     keep_checkpoints: int = field(2, help="Checkpoints kept on storage (the last N).")
     max_failures: int = field(3, help="Worker-group restarts from the last checkpoint before "
                               "the job fails.")
+    progress: bool = field(True, help="Print a progress line every progress_interval_s: "
+        "step of all steps, loss, ETA (counted on rank 0).")
+    progress_interval_s: float = field(30.0, help="Seconds between progress lines.")
     storage: StorageConfig = field(default_factory=StorageConfig, help="Object-store settings.")

@@ -18,13 +18,13 @@ import os
 import shutil
 import tempfile
 
-from dataset_builder.core import records, storage
+from dataset_builder.core import progress, records, storage
 from dataset_builder.core.config import code_version, config_hash, to_dict
 from dataset_builder.core.model_check import check_model
 from train.config import DPOTrainConfig
 from train.data import check_messages, read_conversations
 from train.export import plot_curves, publish_model
-from train.sft import TrainError, absolute, fit, has_checkpoints
+from train.sft import TrainError, absolute, has_checkpoints, run_workers
 
 log = logging.getLogger(__name__)
 PAIR_COLUMNS = (("prompt", "chosen", "rejected"),)
@@ -148,13 +148,14 @@ def dpo_worker(config: dict) -> None:
     from trl import DPOTrainer
 
     cfg: DPOTrainConfig = config["cfg"]
+    progress.attach(config.get("progress_board"))
     cuda = cfg.use_gpu and torch.cuda.is_available()
     ds = _shared_dataset(cfg)
     dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=dtype)
     ref = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=dtype) \
         if cfg.reference == "frozen" else None
-    callbacks, resume = [], None
+    callbacks, resume = [_progress_callback()], None
     local = tempfile.mkdtemp(prefix="dpo-")
     if config.get("ray"):
         import ray.train
@@ -173,6 +174,22 @@ def dpo_worker(config: dict) -> None:
         final = os.path.join(local, "final")
         trainer.save_model(final)
         export(cfg, final, trainer.state.log_history, resume, config["manifest"])
+
+
+def _progress_callback():
+    """Rank 0's steps and loss for the job's progress line (core.progress)."""
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        def on_step_end(self, args, state, control, **kw):
+            if state.is_world_process_zero:
+                progress.add(steps=1)
+                progress.gauge(step=state.global_step, steps_total=state.max_steps)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if state.is_world_process_zero and logs and "loss" in logs:
+                progress.gauge(loss=float(logs["loss"]))
+    return Progress()
 
 
 def export(cfg: DPOTrainConfig, model_dir: str, history: list[dict], resumed: str | None,
@@ -224,10 +241,7 @@ def run_dpo(cfg: DPOTrainConfig) -> dict:
         storage.write_json(prepared, data, cfg.storage)
     loop = {"cfg": cfg, "manifest": {"data": data, "data_uri": cfg.data,
                                      "code_version": code_version("train", "dataset_builder")}}
-    if cfg.num_workers == 0:
-        dpo_worker(loop)
-    else:
-        fit(cfg, dpo_worker, {**loop, "ray": True})
+    run_workers(cfg, dpo_worker, {**loop, "ray": cfg.num_workers > 0}, "dpo")
     final = storage.load_manifest(storage.join(out, "model"), cfg.storage)
     if not final:
         raise TrainError(f"training ended without an exported model in {out}/model")

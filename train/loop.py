@@ -25,7 +25,7 @@ import pyarrow as pa
 import torch
 import torch.distributed as dist
 
-from dataset_builder.core import storage
+from dataset_builder.core import progress, storage
 from train.checkpoint import (
     STATE,
     LocalContext,
@@ -160,6 +160,7 @@ def train_worker(config: dict) -> dict:
     """config: {"cfg": SFTConfig, "packs": table or URI of packs, "manifest": fields for the
     exported model's manifest}. Returns the final state."""
     cfg: SFTConfig = config["cfg"]
+    progress.attach(config.get("progress_board"))
     ctx = make_context(cfg.output, cfg.keep_checkpoints, cfg.storage)
     cuda = cfg.use_gpu and torch.cuda.is_available()
     device = torch.device("cuda", ctx.local_rank) if cuda else torch.device("cpu")
@@ -268,28 +269,25 @@ def _train_step(run: Training, step: int, flops: tuple[float, float],
 
 
 def run_steps(run: Training, state: dict) -> str | None:
-    """Train from state['step'] to `run.steps`; returns rank 0's final checkpoint directory."""
-    from tqdm import tqdm
+    """Train from state['step'] to `run.steps`; returns rank 0's final checkpoint directory.
+    Rank 0 counts each step for the job's progress line (core.progress; the driver prints it)."""
     cfg, ctx, steps = run.cfg, run.ctx, run.steps
     flops, peak = _flops_per_token(run.lm), _peak(run.device)
-    bar = tqdm(total=steps, initial=state["step"], desc="sft", unit="step",
-               disable=not (cfg.progress and ctx.rank == 0))
     while state["step"] < steps:
         rec = _train_step(run, state["step"], flops, peak)
         state["step"] = rec["step"]
         state["history"].append(rec)
-        bar.update(1)
-        bar.set_postfix(loss=f"{rec['loss']:.3f}", tok_s=f"{rec['tokens_per_s']:.0f}")
+        if ctx.rank == 0:
+            progress.add(steps=1, tokens=rec["tokens"])
+            progress.gauge(step=rec["step"], steps_total=steps, loss=rec["loss"])
         last = state["step"] == steps
         if last or state["step"] % cfg.save_every == 0:
             d = save_training_state(ctx, run.model, run.optim, run.sched, state)
             ctx.report(rec, d)
             if last:
-                bar.close()
                 return d  # the caller exports from it, then removes it
             if d:
                 shutil.rmtree(d, ignore_errors=True)
         elif state["step"] % cfg.log_every == 0:
             ctx.report(rec, None)
-    bar.close()
     return None

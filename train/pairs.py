@@ -35,7 +35,7 @@ PAIR = pa.schema([
 
 
 def _default_scoring() -> EvalConfig:
-    return EvalConfig(ruler=False, temperature=0.8, top_p=0.95, progress=False)
+    return EvalConfig(ruler=False, temperature=0.8, top_p=0.95)
 
 
 @dataclass

@@ -17,7 +17,7 @@ import logging
 import os
 from collections import Counter
 
-from dataset_builder.core import records, storage
+from dataset_builder.core import progress, records, storage
 from dataset_builder.core.config import ConfigError, code_version, config_hash
 from dataset_builder.core.model_check import check_model
 from train import data as D
@@ -115,6 +115,29 @@ def run_config(cfg):
                      checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints))
 
 
+def train_line(c: dict, g: dict, active_s: float) -> str:
+    """SFT's and DPO's progress line (rank 0's counts); ETA: steps left at this run's rate."""
+    step, total = int(g.get("step", 0)), int(g.get("steps_total", 0))
+    text = f"step {step}/{total or '?'}"
+    if "loss" in g:
+        text += f" | loss {g['loss']:.3f}"
+    if c.get("tokens"):
+        text += f" | {c['tokens'] / max(active_s, 1e-9):,.0f} tokens/s"
+    return text + f" | ETA {progress.eta(total - step, c.get('steps', 0), active_s)}"
+
+
+def run_workers(cfg, worker, loop_config: dict, job: str) -> None:
+    """`worker(loop_config)` in this process (num_workers=0) or on Ray Train workers (`fit`),
+    with the job's progress line on the console."""
+    progress.check_interval(cfg.progress_interval_s)
+    with progress.Console(job, cfg.progress, cfg.progress_interval_s, train_line) as con:
+        loop_config = {**loop_config, "progress_board": con.board}
+        if cfg.num_workers == 0:
+            worker(loop_config)
+        else:
+            fit(cfg, worker, loop_config)
+
+
 def fit(cfg, worker, loop_config: dict) -> None:
     """Run `worker` on cfg.num_workers Ray Train workers (SFT and DPO); a failure is one
     TrainError line."""
@@ -164,10 +187,7 @@ def run_sft(cfg: SFTConfig) -> dict:
                 "code_version": code_version("train", "dataset_builder")}
     loop_config = {"cfg": cfg, "packs": storage.join(out, "packs"), "manifest": manifest}
     from train.loop import train_worker
-    if cfg.num_workers == 0:
-        train_worker(loop_config)
-    else:
-        fit(cfg, train_worker, loop_config)
+    run_workers(cfg, train_worker, loop_config, "sft")
     final = storage.load_manifest(storage.join(out, "model"), cfg.storage)
     if not final:
         raise TrainError(f"training ended without an exported model in {out}/model")

@@ -27,7 +27,12 @@ class CurateConfig:
     max_response_chars: int = field(500_000, help="reject responses longer than this before "
                                     "parsing them (32k words is about 200k characters)")
     num_cpus: float = field(1.0, help="CPUs per Ray Data task of the per-row stages")
+    progress: bool = field(True, help="print a progress line every progress_interval_s: rows "
+                           "filtered of the input's rows, rejects so far, ETA")
+    progress_interval_s: float = field(30.0, help="seconds between progress lines")
 
     def __post_init__(self):
         if self.rows_per_shard < 1:
             raise ConfigError("rows_per_shard must be >= 1")
+        if not self.progress_interval_s > 0:
+            raise ConfigError(f"progress_interval_s must be > 0, got {self.progress_interval_s}")

@@ -28,7 +28,7 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dataset_builder.core import config, storage
+from dataset_builder.core import config, progress, storage
 from dataset_builder.core.config import ConfigError, config_hash, to_dict
 from dataset_builder.core.storage import StorageConfig, save_resolved_config
 from dataset_builder.curate import report, shards
@@ -139,8 +139,17 @@ def run_curation(cfg: CurateConfig) -> dict:
                              override_num_blocks=max(1, len(parts)))
     if not parts:
         ds = ds.limit(0)
-    ds = clean_stage(load_stage(ds, cfg), cfg).materialize()
-    ds, dedup_stats = dedup_stage(ds, cfg.dedup)
-    stats, frame = _funnel(ds, dedup_stats, ident, cfg.output)
-    _publish(cfg, ds, stats, frame, ident, t0)
+    n_rows = sum(p["rows"] for p in parts)
+
+    def line(c: dict, g: dict, active_s: float) -> str:
+        done = c.get("rows_filtered", 0)
+        return (f"rows {int(done)}/{n_rows} filtered, {int(c.get('rows_rejected', 0))} "
+                f"rejected (dedup follows) | ETA {progress.eta(n_rows - done, done, active_s)}")
+    with progress.Console("curate", cfg.progress, cfg.progress_interval_s, line) as con:
+        ds = clean_stage(load_stage(ds, cfg), cfg, con.board).materialize()
+        ds, dedup_stats = dedup_stage(ds, cfg.dedup)
+        stats, frame = _funnel(ds, dedup_stats, ident, cfg.output)
+        _publish(cfg, ds, stats, frame, ident, t0)
+    f = stats["funnel"]
+    con.final(f"rows {f['rows_in']} in, {f['rows_out']} kept, {f['rejected']} rejected")
     return stats

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from dataset_builder.core import storage
+from dataset_builder.core import progress, storage
 from dataset_builder.core.records import PLAN_ITEM
 from dataset_builder.core.storage import StorageConfig
 from dataset_builder.core.text import count_words, detect_lang
@@ -149,9 +149,12 @@ def _load_batch(batch: pa.Table, input_uri, storage_cfg, max_response_chars) -> 
     return _to_work(rows)
 
 
-def _clean_batch(batch: pa.Table, filter_cfg: FilterConfig) -> pa.Table:
+def _clean_batch(batch: pa.Table, filter_cfg: FilterConfig, progress_board=None) -> pa.Table:
     chain = build_filters(filter_cfg)
-    return _to_work([clean_and_filter(r, chain) for r in batch.to_pylist()])
+    rows = [clean_and_filter(r, chain) for r in batch.to_pylist()]
+    progress.attach(progress_board)
+    progress.add(rows_filtered=len(rows), rows_rejected=sum(bool(r.get("stage")) for r in rows))
+    return _to_work(rows)
 
 
 def load_stage(ds, cfg: CurateConfig):
@@ -161,9 +164,11 @@ def load_stage(ds, cfg: CurateConfig):
                                      "max_response_chars": cfg.max_response_chars})
 
 
-def clean_stage(ds, cfg: CurateConfig):
+def clean_stage(ds, cfg: CurateConfig, progress_board=None):
+    """Work rows -> cleaned and filtered; each batch counts its rows for the job's progress."""
     return ds.map_batches(_clean_batch, batch_size=256, batch_format="pyarrow",
-                          num_cpus=cfg.num_cpus, fn_kwargs={"filter_cfg": cfg.filters})
+                          num_cpus=cfg.num_cpus, fn_kwargs={"filter_cfg": cfg.filters,
+                                                            "progress_board": progress_board})
 
 
 def _alive(batch: pa.Table) -> pa.Table:

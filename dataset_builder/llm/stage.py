@@ -28,7 +28,7 @@ import uuid
 
 import pyarrow as pa
 
-from dataset_builder.core import ray_private
+from dataset_builder.core import progress, ray_private
 from dataset_builder.core.logs import library_logging
 from dataset_builder.core.records import ROW, StageRow
 from dataset_builder.llm import make_engine
@@ -48,11 +48,14 @@ class EngineStage:
     (llm.base.EngineTask) per replica; rows in and out are core.records.ROW."""
 
     def __init__(self, engine_cfg: EngineConfig, task_cls: type[EngineTask], task_kwargs: dict,
-                 up_key: str = ""):
+                 up_key: str = "", progress_board=None):
         import ray
 
         library_logging()  # this replica's lines in its Ray worker log
         self.engine: Engine = make_engine(engine_cfg)
+        progress.attach(progress_board)
+        if progress_board is not None:
+            self.engine = _Counted(self.engine, task_cls.stage)
         self.task: EngineTask = task_cls(**task_kwargs)
         if up_key:  # tells engines_up's watcher on the driver that a replica is up
             ray_private.kv_put(up_key, b"1")
@@ -74,6 +77,7 @@ class EngineStage:
                         type(e).__name__, e)
             out = {"status": "reject", "stage": self.task.stage,
                    "reason": f"internal_error: {type(e).__name__}: {str(e)[:300]}"}
+        progress.add(**{f"{self.task.stage}_{out['status']}": 1})
         key = self.task.engine_key
         out[key] = self.where
         if self.engine.batch is not None:  # EngineConfig.batch_stats: the replica's counters
@@ -87,20 +91,40 @@ class EngineStage:
 
 
 def engine_stage(ds, engine_cfg: EngineConfig, task_cls: type[EngineTask], task_kwargs: dict,
-                 up_key: str = ""):
+                 up_key: str = "", progress_board=None):
     """`ds` (rows id/status/payload) through the engine pool; one row per task so rows finish
     independently. `engine_cfg.min_replicas..max_replicas` bound the pool. `up_key`: what
-    `engines_up` yielded, so that its watcher hears when the first replica is up."""
+    `engines_up` yielded, so that its watcher hears when the first replica is up.
+    `progress_board` (core.progress.Console.board): each replica counts `<stage>_<status>` of
+    its rows, `<stage>_requests` and `<stage>_output_tokens` there, and so can its task."""
     from ray.data import ActorPoolStrategy
     lo, hi = engine_cfg.min_replicas, max(engine_cfg.min_replicas, engine_cfg.max_replicas)
     return ds.repartition(target_num_rows_per_block=1).map_batches(
         EngineStage, batch_size=1, batch_format="pyarrow",
         fn_constructor_kwargs={"engine_cfg": engine_cfg, "task_cls": task_cls,
-                               "task_kwargs": task_kwargs, "up_key": up_key},
+                               "task_kwargs": task_kwargs, "up_key": up_key,
+                               "progress_board": progress_board},
         compute=ActorPoolStrategy(min_size=lo, max_size=hi,
                                   max_concurrent_calls_per_actor=engine_cfg.in_flight),
         num_cpus=0 if engine_cfg.attach else engine_cfg.num_cpus,
         num_gpus=0 if engine_cfg.attach else engine_cfg.num_gpus)
+
+
+class _Counted:
+    """A replica's engine that counts its requests and output tokens for the job's progress
+    (the Meter batches them: no remote call per request)."""
+
+    def __init__(self, engine: Engine, stage: str):
+        self._engine = engine
+        self._keys = f"{stage}_requests", f"{stage}_output_tokens"
+
+    def __getattr__(self, name: str):
+        return getattr(self._engine, name)
+
+    async def chat(self, messages: list[dict], sampling):
+        c = await self._engine.chat(messages, sampling)
+        progress.add(**dict(zip(self._keys, (1, c.output_tokens))))
+        return c
 
 
 @contextlib.contextmanager
