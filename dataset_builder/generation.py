@@ -235,9 +235,12 @@ def _run(cfg: GenerateConfig, up_key: str) -> dict:
     result = _stats_json(cfg, stats, sink.summaries, len(rows), decisions, n_todo,
                          time.time() - t0, total)
     storage.write_json(storage.join(out, "_stats.json"), result, cfg.storage)
-    con.final(f"instructions {stats.c['written']}/{n_todo} written, "
-              f"{sum(stats.reasons.values())} rejected ({n_sel} by selection before the engines)"
-              f" | {stats.c['output_tokens']:,} output tokens, "
+    by_stage: dict[str, int] = {}
+    for k, v in stats.reasons.items():
+        by_stage[k.split(":")[0]] = by_stage.get(k.split(":")[0], 0) + v
+    con.final(f"instructions {stats.c['written']}/{n_todo} written | rejected: "
+              + (", ".join(f"{k} {v}" for k, v in sorted(by_stage.items())) or "none")
+              + f" | {stats.c['output_tokens']:,} output tokens, "
               f"{result['output_tokens_per_s']:,.0f}/s | {progress.duration(result['wall_seconds'])}")
     return result
 

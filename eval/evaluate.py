@@ -292,6 +292,20 @@ def build_results(cfg: EvalConfig, rows: list[dict], judgements: list[dict], rej
     }
 
 
+def work_items(cfg: EvalConfig, items: list[dict] | None = None
+               ) -> tuple[list[tuple[str, dict]], list[dict], dict]:
+    """(kind, item) for every prompt the run answers ("lbw" benchmark items, then "ruler"),
+    the benchmark lines rejected, and the benchmark's metadata."""
+    items, rejects, meta = load_benchmark(cfg.data_dir, cfg.subset, cfg.storage) \
+        if items is None else custom_items(items)
+    items = [i for i in items if i["required_length"] >= cfg.min_required_words]
+    if cfg.limit:
+        items = items[:cfg.limit]
+    ruler = ruler_items(cfg.ruler_lengths, cfg.ruler_prompts, cfg.ruler_languages,
+                        cfg.ruler_set) if cfg.ruler else []
+    return [("lbw", i) for i in items] + [("ruler", i) for i in ruler], rejects, meta
+
+
 def run_eval(cfg: EvalConfig, items: list[dict] | None = None) -> dict:
     """The whole evaluation on the connected Ray cluster. Engines: `engine` and `judge` pools
     (vllm, an OpenAI-compatible endpoint, or `attach` = a running EngineActor by name).
@@ -301,14 +315,8 @@ def run_eval(cfg: EvalConfig, items: list[dict] | None = None) -> dict:
 
     check_config(cfg)
     progress.check_interval(cfg.progress_interval_s)
-    items, rejects, meta = load_benchmark(cfg.data_dir, cfg.subset, cfg.storage) \
-        if items is None else custom_items(items)
-    items = [i for i in items if i["required_length"] >= cfg.min_required_words]
-    if cfg.limit:
-        items = items[:cfg.limit]
-    ruler = ruler_items(cfg.ruler_lengths, cfg.ruler_prompts, cfg.ruler_languages,
-                        cfg.ruler_set) if cfg.ruler else []
-    work = [("lbw", i) for i in items] + [("ruler", i) for i in ruler]
+    work, rejects, meta = work_items(cfg, items)
+    ruler = [i for kind, i in work if kind == "ruler"]
     gen_hash, t0 = generation_hash(cfg), time.monotonic()
     rows, counts = _rows(cfg, work, gen_hash)
     raw = _collect(cfg, work, _run_stages(cfg, rows, gen_hash), counts, time.monotonic() - t0)

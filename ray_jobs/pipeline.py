@@ -16,6 +16,7 @@ On a cluster (see configs/pipeline_paper.yaml; every path may be s3://):
         --set base_model=/models/Llama-3.1-8B --set output=s3://bucket/paper1
 A stage alone: the job named in the stage's `_config.yaml`, e.g.
     python -m ray_jobs.sft --config <output>/sft/_config.yaml
+What every stage will do and cost, before anything starts: add --dry-run.
 Every config field: python -m ray_jobs.pipeline --help-config
 """
 from __future__ import annotations
@@ -173,6 +174,60 @@ def run_pipeline(p: PipelineConfig) -> dict:
     return report
 
 
+def dry_run(p: PipelineConfig) -> dict:
+    """--dry-run: every enabled stage's config built and checked (as the run would, in one
+    line on failure), the inputs that exist now checked, and what each stage will cost as far
+    as it can be known before the stages before it ran: the generation estimate
+    (dataset_builder/estimate.py), the evaluations' upper bound (prompts x max_new_tokens),
+    training's per-row figures (what curation keeps is not known). No Ray, no engine."""
+    from dataset_builder.core.model_check import check_model
+    from dataset_builder.estimate import estimate, lines
+    from eval.evaluate import check_config, work_items
+    from ray_jobs.generate import preflight
+    check_model(p.base_model, "base_model")
+    found: dict[str, dict] = {}
+    gen = None
+    for name, section, _, wired in _plan(p):
+        _, cls = _job(name)
+        cfg = load_config(cls, section.config or None, [*section.set, *wired])
+        cfg.storage = p.storage
+        if name == "generate":
+            preflight(cfg)
+            gen = found[name] = estimate(cfg, set(), set())
+            print("\n".join(f"[dry run] generate: {x}" for x in lines(gen)))
+        elif name.startswith("eval_"):
+            check_config(cfg)
+            work, _, _ = work_items(cfg)
+            n_judge = sum(k == "lbw" for k, _ in work) * cfg.judge_samples \
+                if cfg.judge_enabled else 0
+            found[name] = {"prompts": len(work), "max_new_tokens": cfg.max_new_tokens,
+                           "output_tokens_at_most": len(work) * cfg.max_new_tokens,
+                           "judge_calls": n_judge}
+            print(f"[dry run] {name}: {len(work)} prompts x at most {cfg.max_new_tokens:,} new "
+                  f"tokens = at most {len(work) * cfg.max_new_tokens:,} output tokens; "
+                  f"{n_judge} judge calls")
+        elif name in ("sft", "dpo"):
+            found[name] = _training_figures(cfg, gen)
+            print(f"[dry run] {name}: " + json.dumps(found[name]))
+        else:
+            found[name] = {"checked": True}
+            print(f"[dry run] {name}: config checked; its input comes from the stage before")
+    print(json.dumps({"dry_run": True, "stages": found}))
+    return found
+
+
+def _training_figures(cfg, gen: dict | None) -> dict:
+    """What training will see per row, before curation decides how many rows: the generation
+    estimate's answer tokens per row, the length limit, epochs."""
+    out = {"max_length": cfg.max_length, "epochs": cfg.epochs, "num_workers": cfg.num_workers,
+           "rows": "what curation keeps (not known before it runs)"}
+    if gen and gen["to_generate"]:
+        per_row = gen["output_tokens"] / gen["to_generate"]
+        out["answer_tokens_per_row_expected"] = round(per_row)
+        out["tokens_per_epoch_at_most"] = round(gen["to_generate"] * min(per_row, cfg.max_length))
+    return out
+
+
 def main(p: PipelineConfig) -> dict:
     init_ray()
     report = run_pipeline(p)
@@ -186,4 +241,4 @@ def main(p: PipelineConfig) -> dict:
 CONFIG = PipelineConfig
 
 if __name__ == "__main__":
-    sys.exit(cli(CONFIG, main, description=__doc__, expected=(PipelineError,)))
+    sys.exit(cli(CONFIG, main, description=__doc__, expected=(PipelineError,), dry_run=dry_run))

@@ -86,9 +86,14 @@ class Meter:
                 return
 
     def close(self) -> None:
+        """Stop the timer and send what is pending, waiting (up to 10 s) until the board has
+        it: a process about to exit (an engine replica the pool lets go) loses nothing."""
         self._stop.set()
         try:
-            self.flush()
+            ref = self.flush()
+            if ref is not None and hasattr(ref, "hex"):   # an ObjectRef (a Ray board)
+                import ray
+                ray.get(ref, timeout=10)
         except Exception:  # noqa: BLE001 -- the board is gone: these counts were for watching
             pass
 

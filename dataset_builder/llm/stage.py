@@ -85,6 +85,11 @@ class EngineStage:
         return {"id": row["id"], "status": out["status"],
                 "payload": json.dumps({**item, **out}, ensure_ascii=False, default=str)}
 
+    def __del__(self):
+        # Ray Data lets a replica go gracefully (UDF.__del__) when its pool shrinks or the
+        # stage ends: the counts it still holds go to the job's board first.
+        progress.attach(None)
+
     async def __call__(self, batch):
         out = await asyncio.gather(*(self._one(r) for r in batch.to_pylist()))
         return pa.Table.from_pylist(out, schema=ROW)

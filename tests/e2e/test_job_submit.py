@@ -87,9 +87,16 @@ def test_generate_job_writes_records_to_s3(ray_head, tiny_model, moto_s3, tmp_pa
     r = _submit(address, env, "python", "-m", "ray_jobs.generate", "--config",
                 "ray_jobs/configs/generate_tiny.yaml", "--set", f"engine.model={tiny_model}",
                 "--set", f"input={run}/in.jsonl", "--set", f"output={run}/out",
-                "--set", "progress=false", "--set", "engine.batch_stats=true")
+                "--set", "progress_interval_s=0.2", "--set", "engine.batch_stats=true")
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     assert "succeeded" in (r.stdout + r.stderr).lower(), r.stdout[-2000:]
+    # progress lines reach `ray job logs` while the job runs, then the exact last one
+    out = r.stdout.splitlines()
+    summary = next(i for i, x in enumerate(out) if x.startswith("summary: "))
+    live = [x for x in out[:summary] if x.startswith("[generate ") and "done:" not in x]
+    assert live and all("instructions " in x and "/2 done" in x for x in live), out
+    assert any(x.startswith("[generate ") and "done: instructions 2/2 written | rejected: input 1"
+               in x for x in out[:summary]), out
     gens = storage.read_dataset(f"{run}/out/generations").to_pylist()
     assert len(gens) == 2 and all(g["response"] for g in gens) and time.time() - t0 > 0
     rejects = storage.read_dataset(f"{run}/out/_rejects").to_pylist()
@@ -127,8 +134,10 @@ def test_sft_job_submits_as_a_module_and_trains_on_s3(ray_head, tiny_narrow_mode
     r = _submit(address, env, "python", "-m", "ray_jobs.sft", "--config",
                 "ray_jobs/configs/sft_tiny.yaml", "--set", f"model={tiny_narrow_model}",
                 "--set", f"data={run}/data.jsonl", "--set", f"output={run}/out",
-                "--set", "max_steps=4", "--set", "progress=false")
+                "--set", "max_steps=4", "--set", "progress_interval_s=0.2")
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
+    # rank 0's steps reach the driver's progress lines (a worker's prints would not)
+    assert any(x.startswith("[sft ") and "step " in x for x in r.stdout.splitlines()), r.stdout
     assert f"model: {run}/out/model" in r.stdout
     manifest = storage.load_manifest(f"{run}/out/model")
     assert manifest["final_metrics"]["steps"] == 4 and manifest["data"]["rows_kept"] == 6

@@ -284,12 +284,18 @@ def test_job_console_is_one_summary_not_ray_chatter(ray_local, tmp_path):
     p = subprocess.run([sys.executable, "-m", "ray_jobs.curate", "--config",
                         "ray_jobs/configs/curate.yaml", "--set", f"input={inp}", "--set",
                         f"output={out}", "--set", "filters.min_response_words=0",
-                        "--set", "filters.min_length_score=null"],
+                        "--set", "filters.min_length_score=null",
+                        "--set", "progress_interval_s=0.2"],
                        capture_output=True, text=True, env=env, timeout=600)
     console = p.stdout + p.stderr
     assert p.returncode == 0, console[-2000:]
     assert "logging_progress" not in console and "streaming_executor" not in console
-    summary = [x for x in console.splitlines() if not x.startswith(("  kept:", "  ..."))]
+    # the job's own progress lines, then its exact last one, before the summary
+    prog = [x for x in p.stdout.splitlines() if x.startswith("[curate ")]
+    assert len(prog) >= 2 and all(" filtered, " in x for x in prog[:-1]), p.stdout
+    assert " done: rows " in prog[-1] and " kept, " in prog[-1], p.stdout
+    summary = [x for x in console.splitlines() if not x.startswith(("  kept:", "  ...",
+                                                                     "[curate "))]
     assert len(summary) <= 6, console
     assert any(x.startswith("  kept:") for x in console.splitlines()), console
     logs = next(line for line in console.splitlines() if "Ray's own logs: " in line)
