@@ -60,6 +60,9 @@ class SweepConfig:
         "(ray_jobs.evaluate) on the same prompts.")
     word_count_mode: str = field("legacy", help="How words are counted for the cut and the "
         "measures (the evaluation's counter: legacy or unicode).")
+    end_at_sentence: bool = field(True, help="End every arm's answers (the uncut arm's too) "
+        "at a sentence end (train.cut.end_at_sentence): a step stopped at max_tokens ends "
+        "mid-sentence, and an end-of-turn token there cannot be learned.")
     host: str = field("", help="The machine it ran on, written into the report (e.g. the CPU "
         "model from lscpu).")
     storage: storage.StorageConfig = field(default_factory=storage.StorageConfig,
@@ -86,7 +89,8 @@ def _check(cfg: SweepConfig) -> tuple[object, str]:
                           "examples/length_sweep/README.md (or set data=)")
     table = storage.read_dataset(cfg.data, cfg.storage)
     for name, cap, trained in arms(cfg):
-        n = cut_rows(table, cap, cfg.word_count_mode).num_rows if trained else cfg.min_rows
+        n = cut_rows(table, cap, cfg.word_count_mode, cfg.end_at_sentence).num_rows \
+            if trained else cfg.min_rows
         if n < cfg.min_rows:
             raise ConfigError(f"arm {name}: {n} of {table.num_rows} rows left after the cut, "
                               f"fewer than min_rows {cfg.min_rows}")
@@ -98,6 +102,8 @@ def _key(cfg: SweepConfig, cap: int | None, trained: bool, data_fp: str) -> str:
     """What an arm's result depends on, independent of the machine's paths."""
     parts = [data_fp, cap, trained, Path(cfg.base_model).name, cfg.word_count_mode,
              to_dict(cfg.evaluate), to_dict(cfg.sft) if trained else None]
+    if trained and cfg.end_at_sentence:   # added later: keys of arms without it stay valid
+        parts.append("end_at_sentence")
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
 
@@ -150,7 +156,7 @@ def run_arm(cfg: SweepConfig, table, name: str, cap: int | None, trained: bool,
         state = {"key": key}
     model, train = cfg.base_model, None
     if trained:
-        rows = cut_rows(table, cap, cfg.word_count_mode)
+        rows = cut_rows(table, cap, cfg.word_count_mode, cfg.end_at_sentence)
 
         def write_rows() -> dict:
             storage.reset_dataset(storage.join(out, "data"), scfg)

@@ -155,3 +155,23 @@ def test_dry_run_cli_prints_json_last_and_starts_neither_ray_nor_an_engine(tmp_p
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "estimate.price_input_per_m must be > 0" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_pipeline_dry_run_checks_every_stage_and_bounds_the_evaluations(tmp_path, tiny_model):
+    args = [sys.executable, "-m", "ray_jobs.pipeline", "--config",
+            "ray_jobs/configs/pipeline_mini.yaml", "--set", f"base_model={tiny_model}",
+            "--set", f"judge_model={tiny_model}", "--set", f"output={tmp_path}/p", "--dry-run"]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    stages = json.loads(r.stdout.strip().splitlines()[-1])["stages"]
+    assert list(stages) == ["generate", "curate", "sft", "eval_base", "eval_sft"]
+    ev = stages["eval_base"]
+    assert ev["output_tokens_at_most"] == ev["prompts"] * ev["max_new_tokens"] > 0
+    assert stages["generate"]["to_generate"] > 0
+    assert stages["sft"]["answer_tokens_per_row_expected"] == round(
+        stages["generate"]["output_tokens"] / stages["generate"]["to_generate"])
+    assert not (tmp_path / "p").exists()
+    bad = subprocess.run([*args, "--set", "sft.set=[epochs=many]"], capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and "epochs" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1

@@ -5,7 +5,7 @@ import pytest
 
 from dataset_builder.core.records import LONGWRITER
 from dataset_builder.core.text import count_words
-from train.cut import cut_answer, cut_rows
+from train.cut import cut_answer, cut_rows, end_at_sentence
 
 
 def words(n: int, word: str = "owl") -> str:
@@ -65,5 +65,24 @@ def test_cut_rows_cuts_the_assistant_turn_and_recounts():
     r = cut.to_pylist()[0]
     assert r["messages"][1]["content"] == words(100) + "." and r["response_words"] == 100
     assert r["messages"][0]["content"] == "Write."
-    uncut = cut_rows(table, None)
+    uncut = cut_rows(table, None, sentence_end=False)
     assert uncut.num_rows == 2 and uncut.to_pylist()[0]["response_words"] == 200
+    # a step stopped at its max_tokens: the uncut answer loses its unfinished sentence
+    table = pa.Table.from_pylist([row(1, words(10) + ".\n\n" + words(8) + ". And then the")],
+                                 schema=LONGWRITER)
+    r = cut_rows(table, None).to_pylist()[0]
+    assert r["messages"][1]["content"] == words(10) + ".\n\n" + words(8) + "."
+    assert r["response_words"] == 18
+
+
+def test_end_at_sentence_drops_the_unfinished_tail():
+    done = words(5) + ".\n\n" + words(4) + '!"'
+    assert end_at_sentence(done) == done                                   # already ends
+    assert end_at_sentence(words(5) + ". Then " + words(3)) == words(5) + "."
+    # a last paragraph with no sentence end goes; a lone one stays (no better end)
+    assert end_at_sentence(words(5) + ".\n\n" + words(6)) == words(5) + "."
+    assert end_at_sentence(words(6)) == words(6)
+    # cut_answer keeps whole paragraphs; the last kept one may itself stop mid-sentence
+    text = words(5) + ". More " + words(3) + "\n\n" + words(50) + "."
+    assert cut_answer(text, 20) == words(5) + ". More " + words(3)
+    assert end_at_sentence(cut_answer(text, 20)) == words(5) + "."
