@@ -153,6 +153,13 @@ def run_arm(cfg: SweepConfig, table, name: str, cap: int | None, trained: bool,
     state_uri = storage.join(out, "_arm.json")
     state = storage.read_json(state_uri, scfg) if storage.exists(state_uri, scfg) else {}
     if state.get("key") != key:
+        # another key (rows, cut or a stage config changed): nothing of the old arm may be
+        # reused, and the stage jobs would (an SFT output of the same config is "trained", a
+        # stored generation of the same model path is "done"), so the arm starts empty
+        fs, path = storage.get_fs(out, scfg)
+        if state and fs.exists(path):
+            print(f"[sweep] {name}: {out} holds another key's run: removed", flush=True)
+            fs.rm(path, recursive=True)
         state = {"key": key}
     model, train = cfg.base_model, None
     if trained:

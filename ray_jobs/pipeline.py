@@ -28,6 +28,9 @@ from dataclasses import dataclass
 
 from dataset_builder.core import storage
 from dataset_builder.core.config import config_hash, field, load_config
+from dataset_builder.core.model_check import check_model
+from dataset_builder.estimate import estimate, lines
+from eval.evaluate import check_config, work_items
 from ray_jobs.common import cli, init_ray, save_resolved_config
 
 
@@ -180,9 +183,6 @@ def dry_run(p: PipelineConfig) -> dict:
     as it can be known before the stages before it ran: the generation estimate
     (dataset_builder/estimate.py), the evaluations' upper bound (prompts x max_new_tokens),
     training's per-row figures (what curation keeps is not known). No Ray, no engine."""
-    from dataset_builder.core.model_check import check_model
-    from dataset_builder.estimate import estimate, lines
-    from eval.evaluate import check_config, work_items
     from ray_jobs.generate import preflight
     check_model(p.base_model, "base_model")
     found: dict[str, dict] = {}
