@@ -81,6 +81,8 @@ class SFTConfig:
     max_failures: int = field(3, help="Worker-group restarts from the last checkpoint before "
                               "the job fails.")
     log_every: int = field(1, help="Report metrics every N steps.")
+    license: str | None = field(None, help="The exported model's license, written into its "
+        "model card (model/README.md); unset: `unknown`, and the card says why it matters.")
     progress: bool = field(True, help="Print a progress line every progress_interval_s: "
         "step of all steps, loss, tokens/s, ETA (counted on rank 0).")
     progress_interval_s: float = field(30.0, help="Seconds between progress lines.")
@@ -136,6 +138,8 @@ class DPOTrainConfig:
     keep_checkpoints: int = field(2, help="Checkpoints kept on storage (the last N).")
     max_failures: int = field(3, help="Worker-group restarts from the last checkpoint before "
                               "the job fails.")
+    license: str | None = field(None, help="The exported model's license, written into its "
+        "model card (model/README.md); unset: `unknown`, and the card says why it matters.")
     progress: bool = field(True, help="Print a progress line every progress_interval_s: "
         "step of all steps, loss, ETA (counted on rank 0).")
     progress_interval_s: float = field(30.0, help="Seconds between progress lines.")

@@ -19,11 +19,12 @@ import shutil
 import tempfile
 
 from dataset_builder.core import progress, records, storage
+from dataset_builder.core.cards import write_card
 from dataset_builder.core.config import code_version, config_hash, to_dict
 from dataset_builder.core.model_check import check_model
 from train.config import DPOTrainConfig
 from train.data import check_messages, read_conversations
-from train.export import plot_curves, publish_model
+from train.export import model_card, plot_curves, publish_model
 from train.sft import TrainError, absolute, has_checkpoints, run_workers
 
 log = logging.getLogger(__name__)
@@ -216,6 +217,7 @@ def export(cfg: DPOTrainConfig, model_dir: str, history: list[dict], resumed: st
         f"`_rejects/`)  \nbeta {cfg.beta}, loss {cfg.loss_type}, reference {cfg.reference}\n\n"
         f"| metric | value |\n|---|---|\n{table}\n\n![curves](curves.png)\n").encode(),
         cfg.storage)
+    write_card(storage.join(out, "model"), *model_card("dpo", cfg, final, extra), cfg.storage)
     manifest = {"kind": "dpo", "base_model": cfg.model, "files": files, "config": to_dict(cfg),
                 "config_hash": config_hash(cfg), "resumed": bool(resumed),
                 "final_metrics": final, **extra}

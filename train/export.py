@@ -1,6 +1,7 @@
 """The trained model as a Hugging Face directory, its metrics and report; the manifest last.
 
-    <output>/model/          config, safetensors, tokenizer, chat template, _manifest.json
+    <output>/model/          config, safetensors, tokenizer, chat template, README.md (the model
+                             card), _manifest.json
     <output>/metrics.jsonl   one line per optimizer step (loss, lr, tokens/s, packing, MFU)
     <output>/report.md       summary table and loss.png
 
@@ -16,6 +17,7 @@ import shutil
 import tempfile
 
 from dataset_builder.core import storage
+from dataset_builder.core.cards import license_lines, write_card
 from dataset_builder.core.config import config_hash, to_dict
 
 MODEL_FILES = (".safetensors", ".json")
@@ -88,6 +90,39 @@ def publish_model(cfg, src_dir: str, tmp: str) -> dict[str, str]:
     return files
 
 
+def model_card(kind: str, cfg, final: dict, extra: dict) -> tuple[dict, str]:
+    """(metadata, body) of an exported model's card: base model, data, recipe, final metrics.
+    Evaluation results are not known at export; the evaluation's report is beside it."""
+    lic, note = license_lines(getattr(cfg, "license", None))
+    data = extra.get("data", {})
+    meta = {"license": lic, "base_model": cfg.model, "library_name": "transformers",
+            "pipeline_tag": "text-generation",
+            "tags": ["longwriter", "long-form-generation", "trl", kind]}
+    rows = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |"
+                     for k, v in final.items())
+    body = f"""
+# {kind.upper()} of {cfg.model.rstrip('/').split('/')[-1]} on long-output data
+
+Trained with this project (LongWriter on Ray, arXiv 2408.07055's recipe): {kind.upper()} on Ray
+Train, loss on the assistant turns, in the base model's chat template (kept in this directory).
+
+## How it was made
+- Base model: `{cfg.model}`
+- Data: `{cfg.data}` (fingerprint `{data.get('fingerprint')}`; {data.get('rows_kept')} rows
+  used, {data.get('rows_rejected')} rejected)
+- Config hash: `{config_hash(cfg)}`, code version `{extra.get('code_version')}`
+- Epochs {cfg.epochs}, learning rate {cfg.learning_rate}, max length {cfg.max_length}
+
+| metric | value |
+|---|---|
+{rows}
+
+## License
+`{lic}`. {note}
+"""
+    return meta, body
+
+
 def export(cfg, ckpt_dir: str, state: dict, extra: dict) -> dict:
     """Write the model directory from a checkpoint directory, then metrics, report, manifest."""
     out = cfg.output.rstrip("/")
@@ -105,6 +140,7 @@ def export(cfg, ckpt_dir: str, state: dict, extra: dict) -> dict:
                                        cfg.storage)
     storage.write_bytes_atomic(storage.join(out, "report.md"),
                                report_md(cfg, final, extra).encode(), cfg.storage)
+    write_card(storage.join(out, "model"), *model_card("sft", cfg, final, extra), cfg.storage)
     manifest = {"kind": "sft", "base_model": cfg.model, "files": files,
                 "config": to_dict(cfg), "config_hash": config_hash(cfg),
                 "resumed_from": state.get("resumed_from", []), "final_metrics": final, **extra}

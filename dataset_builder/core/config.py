@@ -138,9 +138,20 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+# Fields that change how a job is watched, never what it produces: left out of config_hash, so
+# turning progress lines off does not make a finished output look made by another config.
+NOT_HASHED = ("progress", "progress_interval_s")
+
+
+def _hashed(d: Any) -> Any:
+    if isinstance(d, dict):
+        return {k: _hashed(v) for k, v in d.items() if k not in NOT_HASHED}
+    return d
+
+
 def config_hash(cfg: Any) -> str:
     """Hash of the resolved config: records which settings produced an output."""
-    blob = json.dumps(to_dict(cfg), sort_keys=True, default=str).encode()
+    blob = json.dumps(_hashed(to_dict(cfg)), sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 

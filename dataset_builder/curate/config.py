@@ -27,6 +27,9 @@ class CurateConfig:
     max_response_chars: int = field(500_000, help="reject responses longer than this before "
                                     "parsing them (32k words is about 200k characters)")
     num_cpus: float = field(1.0, help="CPUs per Ray Data task of the per-row stages")
+    license: str | None = field(None, help="the curated data's license, written into its "
+                                "dataset card (README.md); unset: `unknown`, and the card says "
+                                "why it matters (the generator's and instructions' terms)")
     progress: bool = field(True, help="print a progress line every progress_interval_s: rows "
                            "filtered of the input's rows, rejects so far, ETA")
     progress_interval_s: float = field(30.0, help="seconds between progress lines")

@@ -29,9 +29,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from dataset_builder.core import config, progress, storage
+from dataset_builder.core.cards import write_card
 from dataset_builder.core.config import ConfigError, config_hash, to_dict
 from dataset_builder.core.storage import StorageConfig, save_resolved_config
 from dataset_builder.curate import report, shards
+from dataset_builder.curate.card import dataset_card
 from dataset_builder.curate.config import CurateConfig
 from dataset_builder.curate.stages import (
     SUMMARY_COLUMNS,
@@ -96,7 +98,7 @@ def _funnel(ds, dedup_stats: dict, ident: dict, output: str) -> tuple[dict, pl.D
 
 
 def _publish(cfg: CurateConfig, ds, stats: dict, frame: pl.DataFrame, ident: dict,
-             t0: float) -> None:
+             t0: float, input_manifest: dict) -> None:
     """Shards, rejects, report, stats and config, then the commit; `stats` gains files, time."""
     st = cfg.storage
     extra = {**ident, "config": to_dict(cfg), "schema": shards.LONGWRITER.names}
@@ -110,6 +112,7 @@ def _publish(cfg: CurateConfig, ds, stats: dict, frame: pl.DataFrame, ident: dic
     stats["files"] = files
     stats["wall_seconds"] = round(time.time() - t0, 2)
     report.write_report(cfg.output, stats, frame, st)
+    write_card(cfg.output, *dataset_card(cfg.license, stats, input_manifest, files), st)
     storage.write_json(storage.join(cfg.output, shards.STATS), stats, st)
     save_resolved_config(cfg, cfg.output, st)
     writer.commit(stats_file=shards.STATS)   # the commit point: shards become visible here
@@ -149,7 +152,7 @@ def run_curation(cfg: CurateConfig) -> dict:
         ds = clean_stage(load_stage(ds, cfg), cfg, con.board).materialize()
         ds, dedup_stats = dedup_stage(ds, cfg.dedup)
         stats, frame = _funnel(ds, dedup_stats, ident, cfg.output)
-        _publish(cfg, ds, stats, frame, ident, t0)
+        _publish(cfg, ds, stats, frame, ident, t0, manifest)
     f = stats["funnel"]
     con.final(f"rows {f['rows_in']} in, {f['rows_out']} kept, {f['rejected']} rejected")
     return stats

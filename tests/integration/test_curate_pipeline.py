@@ -170,6 +170,13 @@ def check_output(cfg: CurateConfig, expect: dict[str, str], stats: dict) -> None
             assert got.get(rid) == reason, (rid, got.get(rid))
     assert "duplicate_id" in got.values()
 
+    # the dataset card lists exactly the committed parts (huggingface_hub parses it)
+    from huggingface_hub import DatasetCard
+    card = DatasetCard(storage.read_bytes(storage.join(cfg.output, "README.md"), st).decode())
+    [conf] = card.data.configs
+    assert conf["data_files"][0]["path"] == [f["path"] for f in manifest["files"]]
+    assert card.data.license == "unknown" and "terms of the model that wrote" in card.text
+    assert f"{funnel['rows_in']} rows in, {funnel['rows_out']} kept" in card.text
     # every committed shard loads with datasets and polars; only committed ones
     files = [storage.join(cfg.output, f["path"]) for f in manifest["files"]]
     opts = storage.storage_options(cfg.output, st)

@@ -86,6 +86,10 @@ def test_two_workers_on_s3_survive_a_killed_worker(ray_local, tiny_narrow_model,
     files = storage.load_manifest(f"{out}/model")["files"]
     assert {"config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja"} <= set(
         files)
+    from huggingface_hub import ModelCard  # the model card, beside the weights
+    card = ModelCard(storage.read_bytes(f"{out}/model/README.md").decode())
+    assert card.data.base_model == tiny_narrow_model and card.data.license == "unknown"
+    assert f"| steps | {manifest['final_metrics']['steps']} |" in card.text
     # a finished job rerun does nothing
     again = run_sft(_cfg(tiny_narrow_model, curated, out, "max_failures=2"))
     assert again["skipped"] and again["final_metrics"] == manifest["final_metrics"]

@@ -114,3 +114,15 @@ def test_vllm_kwargs_pass_through_but_never_repeat_a_field():
     with pytest.raises(ConfigError, match="engine.vllm_kwargs is for backend vllm"):
         load_config(GenerateConfig, None, ["input=a", "output=b", "engine.backend=openai",
                                            "engine.vllm_kwargs={quantization: fp8}"])
+
+
+def test_progress_settings_do_not_change_the_config_hash():
+    """Turning progress lines off must not make a finished output look made by another config
+    (a trained model would be 'trained with another config', a pipeline stage rerun)."""
+    from dataset_builder.core.config import config_hash, load_config
+    from dataset_builder.generation import GenerateConfig
+    base = ["input=x", "output=y"]
+    a = load_config(GenerateConfig, None, base)
+    b = load_config(GenerateConfig, None, [*base, "progress=false", "progress_interval_s=5"])
+    c = load_config(GenerateConfig, None, [*base, "limit=3"])
+    assert config_hash(a) == config_hash(b) != config_hash(c)
