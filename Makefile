@@ -30,7 +30,8 @@ demo: models
 	$(PY) -m ray_jobs.generate --config ray_jobs/configs/generate_demo.yaml \
 		--set engine.model=$$($(MODELS) demo) --set output=./data/demo
 	$(PY) -m ray_jobs.curate --config ray_jobs/configs/curate_demo.yaml \
-		--set input=./data/demo/generations --set output=./data/demo/longwriter
+		--set input=./data/demo/generations --set output=./data/demo/longwriter \
+		--set signals.engine.model=$$($(MODELS) demo)
 
 # The paper in miniature (~2 h on 2 cores; resumable: rerun to continue) -> ./data/mini/report.md
 mini: models

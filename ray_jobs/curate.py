@@ -18,6 +18,7 @@ import json
 import sys
 
 from dataset_builder.core import storage
+from dataset_builder.core.model_check import check_model
 from dataset_builder.curate.config import CurateConfig
 from dataset_builder.curate.pipeline import run_curation
 from ray_jobs.common import cli, init_ray
@@ -25,6 +26,8 @@ from ray_jobs.common import cli, init_ray
 
 def main(cfg: CurateConfig) -> dict:
     storage.check_reachable(cfg.input, cfg.storage, must_exist=True)  # fail before starting Ray
+    if cfg.signals.enabled:   # the reference model, before any row is scored
+        check_model(cfg.signals.engine.model, "signals.engine.model")
     init_ray()
     stats = run_curation(cfg)
     funnel = stats["funnel"]
@@ -33,6 +36,11 @@ def main(cfg: CurateConfig) -> dict:
           + ("  [already up to date: skipped]" if stats.get("skipped") else ""))
     print(f"rows in {funnel['rows_in']} -> out {funnel['rows_out']} "
           f"(rejected {funnel['rejected']}: {json.dumps(reasons)})")
+    sig = stats.get("signals") or {}
+    if sig.get("scored"):
+        print(f"signals: {sig['scored']} rows scored; relevance median "
+              f"{sig['relevance'].get('median')}, perplexity median "
+              f"{sig['perplexity'].get('median')} (report.md: the extremes, with their text)")
     print_kept(cfg.output, cfg.storage)
     return stats
 

@@ -60,6 +60,8 @@ LONGWRITER = pa.schema([
     ("model", pa.string()),
     ("config_hash", pa.string()),             # of the generation run
     ("layout", pa.string()),
+    ("perplexity", pa.float64()),             # curation's quality signals (null: not scored)
+    ("relevance", pa.float64()),
 ])
 
 

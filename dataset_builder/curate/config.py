@@ -9,6 +9,7 @@ from dataset_builder.core.config import ConfigError, field
 from dataset_builder.core.storage import StorageConfig
 from dataset_builder.curate.dedup import DedupConfig
 from dataset_builder.curate.filters import FilterConfig
+from dataset_builder.curate.signals import SignalsConfig
 
 
 @dataclass
@@ -22,6 +23,9 @@ class CurateConfig:
         default_factory=FilterConfig, metadata={"help": "quality filters"})
     dedup: DedupConfig = dataclasses.field(
         default_factory=DedupConfig, metadata={"help": "exact and near-duplicate removal"})
+    signals: SignalsConfig = dataclasses.field(
+        default_factory=SignalsConfig, metadata={"help": "model-based quality signals "
+                                                 "(perplexity, relevance); opt-in"})
     rows_per_shard: int = field(1000, help="rows per output parquet shard (the last one may "
                                 "be smaller)")
     max_response_chars: int = field(500_000, help="reject responses longer than this before "

@@ -43,7 +43,10 @@ from dataset_builder.curate.stages import (
     collect,
     dedup_stage,
     load_stage,
+    signal_extremes,
+    signals_stage,
 )
+from dataset_builder.llm.stage import engines_up
 
 # ---------------------------------------------------------------------------------------------
 # Driver
@@ -103,7 +106,7 @@ def _publish(cfg: CurateConfig, ds, stats: dict, frame: pl.DataFrame, ident: dic
     st = cfg.storage
     extra = {**ident, "config": to_dict(cfg), "schema": shards.LONGWRITER.names}
     kept = ds.map_batches(_alive, batch_format="pyarrow")
-    rejected = ds.select_columns(["id", "row_key", "stage", "reason", "detail"]).map_batches(
+    rejected = ds.select_columns(["id", "row_key", *shards.REJECTS.names[1:]]).map_batches(
         lambda b: b.filter(pc.is_valid(b["stage"])), batch_format="pyarrow")
     writer, files = shards.write_shards(cfg.output, _sorted_batches(
         kept, ["id"], cfg.rows_per_shard, shards.longwriter_table), st, extra)
@@ -146,12 +149,20 @@ def run_curation(cfg: CurateConfig) -> dict:
 
     def line(c: dict, g: dict, active_s: float) -> str:
         done = c.get("rows_filtered", 0)
-        return (f"rows {int(done)}/{n_rows} filtered, {int(c.get('rows_rejected', 0))} "
+        text = (f"rows {int(done)}/{n_rows} filtered, {int(c.get('rows_rejected', 0))} "
                 f"rejected (dedup follows) | ETA {progress.eta(n_rows - done, done, active_s)}")
+        if cfg.signals.enabled:
+            text += f" | signals: {int(c.get('signals_ok', 0))} rows scored"
+        return text
     with progress.Console("curate", cfg.progress, cfg.progress_interval_s, line) as con:
         ds = clean_stage(load_stage(ds, cfg), cfg, con.board).materialize()
         ds, dedup_stats = dedup_stage(ds, cfg.dedup)
+        if cfg.signals.enabled:
+            with engines_up(cfg.signals.engine) as up_key:
+                ds = signals_stage(ds, cfg.signals, up_key, con.board)
         stats, frame = _funnel(ds, dedup_stats, ident, cfg.output)
+        if cfg.signals.enabled:
+            stats["signals"].update(signal_extremes(ds))
         _publish(cfg, ds, stats, frame, ident, t0, manifest)
     f = stats["funnel"]
     con.final(f"rows {f['rows_in']} in, {f['rows_out']} kept, {f['rejected']} rejected")

@@ -29,7 +29,7 @@ def build_stats(frame: pl.DataFrame, dedup: dict) -> dict:
     rejected = frame.filter(pl.col("stage").is_not_null())
     by_reason = (rejected.group_by("stage", "reason").len()
                  .sort(["stage", "len", "reason"], descending=[False, True, False]))
-    stages = ("validate", "filter", "dedup")
+    stages = ("validate", "filter", "dedup", "signals")
     funnel = {
         "rows_in": frame.height,
         "stages": [{"stage": s, "dropped": int(rejected.filter(pl.col("stage") == s).height),
@@ -59,7 +59,45 @@ def build_stats(frame: pl.DataFrame, dedup: dict) -> dict:
     edited_rows = int(valid.select(pl.sum_horizontal([pl.col(f"edit_{k}") for k in EDIT_KINDS])
                                    .gt(0).sum()).item()) if valid.height else 0
     return {"funnel": funnel, "words": words, "languages": lang, "dedup": dedup,
-            "postprocess": {"rows_edited": edited_rows, "edits": edits}}
+            "postprocess": {"rows_edited": edited_rows, "edits": edits},
+            "signals": _signal_stats(frame)}
+
+
+def _signal_stats(frame: pl.DataFrame) -> dict:
+    """Rows scored, rows not scorable (by reason), and the signals' distributions over every
+    scored row and over the kept ones."""
+    scored = frame.filter(pl.col("relevance").is_not_null())
+    failed = frame.filter(pl.col("signal_error").is_not_null())
+    kept = scored.filter(pl.col("stage").is_null())
+    return {"scored": scored.height,
+            "not_scored": {r: n for r, n in failed.group_by(
+                pl.col("signal_error").str.split(":").list.first()).len().iter_rows()},
+            "perplexity": describe(scored["perplexity"]),
+            "relevance": describe(scored["relevance"]),
+            "relevance_kept": describe(kept["relevance"])}
+
+
+SIGNALS_PNG = "signals_hist.png"
+
+
+def _signal_plot(frame: pl.DataFrame) -> bytes:
+    scored = frame.filter(pl.col("relevance").is_not_null())
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.6))
+    for ax, name in ((a, "relevance"), (b, "perplexity")):
+        for label, part, color in (("kept", scored.filter(pl.col("stage").is_null()),
+                                    "tab:blue"),
+                                   ("rejected", scored.filter(pl.col("stage").is_not_null()),
+                                    "tab:red")):
+            if part.height:
+                ax.hist(part[name].to_list(), bins=20, alpha=0.6, color=color,
+                        label=f"{label} ({part.height})")
+        ax.set_xlabel(name + (" (log scale)" if name == "perplexity" else ""))
+        ax.set_ylabel("rows")
+        if name == "perplexity":
+            ax.set_xscale("log")
+        ax.legend()
+    fig.suptitle("Quality signals under the reference model")
+    return _png(fig)
 
 
 def _plots(frame: pl.DataFrame) -> dict[str, bytes]:
@@ -98,6 +136,8 @@ def _plots(frame: pl.DataFrame) -> dict[str, bytes]:
     ax.set_ylabel("produced words")
     ax.set_title("Required vs produced length")
     out[SCATTER_PNG] = _png(fig)
+    if frame["relevance"].drop_nulls().len():
+        out[SIGNALS_PNG] = _signal_plot(frame)
     return out
 
 
@@ -148,7 +188,37 @@ def render_markdown(stats: dict, title: str = "LongWriter curation report") -> s
     lines += ["", "## Post-processing", "",
               f"{p['rows_edited']} rows had plan artifacts or noise removed: " +
               ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in p["edits"].items()) + ".", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + _signal_lines(stats.get("signals") or {}))
+
+
+def _signal_lines(s: dict) -> list[str]:
+    if not s.get("scored"):
+        return []
+    lines = ["## Quality signals", "",
+             (f"{s['scored']} rows scored under the reference model (not scored: "
+              f"{s['not_scored'] or 'none'}). Relevance: how much the instruction raises the "
+              "answer's log-probability per token (below 0: the instruction does not help). "
+              "Perplexity: low is fluent, but repetition is lowest of all, so it is only ever "
+              "an upper threshold."), "", "| signal | count | mean | p10 | median | p90 | min | "
+             "max |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name in ("relevance", "relevance_kept", "perplexity"):
+        d = s[name]
+        if d.get("count"):
+            lines.append(f"| {name.replace('_', ' ')} | {d['count']} | " + " | ".join(
+                str(d.get(k, "")) for k in ("mean", "p10", "median", "p90", "min", "max"))
+                + " |")
+    lines += ["", f"![signals]({SIGNALS_PNG})", ""]
+    for key, title in (("lowest_relevance", "Lowest relevance"),
+                       ("highest_perplexity", "Highest perplexity")):
+        lines += [f"### {title}", "", "| id | relevance | perplexity | dropped | instruction | "
+                  "answer (start) |", "|---|---:|---:|---|---|---|"]
+        for r in s.get(key, []):
+            cell = [str(r[k]).replace("|", "/").replace("\n", " ") for k in ("prompt",
+                                                                              "response")]
+            lines.append(f"| {r['id']} | {r['relevance']:.4f} | {r['perplexity']:.1f} | "
+                         f"{r['reason'] or '-'} | {cell[0]} | {cell[1]} |")
+        lines.append("")
+    return lines
 
 
 def write_report(uri: str, stats: dict, frame: pl.DataFrame,

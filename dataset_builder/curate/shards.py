@@ -18,7 +18,8 @@ from dataset_builder.core import storage
 from dataset_builder.core.records import LONGWRITER, MESSAGE
 
 REJECTS = pa.schema([("id", pa.string()), ("stage", pa.string()), ("reason", pa.string()),
-                     ("detail", pa.string())])
+                     ("detail", pa.string()), ("perplexity", pa.float64()),
+                     ("relevance", pa.float64())])
 REJECTS_DIR = storage.REJECTS_DIR
 STATS = "_stats.json"
 
@@ -38,7 +39,7 @@ def longwriter_table(work: pa.Table) -> pa.Table:
 
 
 def reject_table(work: pa.Table) -> pa.Table:
-    return pa.table({n: work[n].cast(pa.string()) for n in REJECTS.names},
+    return pa.table({n: work[n].cast(REJECTS.field(n).type) for n in REJECTS.names},
                     schema=REJECTS).combine_chunks()
 
 

@@ -7,6 +7,8 @@ is pure (validate.py, filters.py, postprocess.py, minhash.py, dedup.py) and is l
     clean     `postprocess.clean` the paragraphs, then the quality `FilterChain`
     dedup     keys and MinHash signatures on workers; `dedup.decide_duplicates` on the
               driver picks the duplicates, which are then marked with stage 'dedup'
+    signals   (opt-in) perplexity and relevance under a reference model, through the engine
+              stage (signals.py); its thresholds mark rows with stage 'signals'
 The driver that wires them together and writes the output is `pipeline.run_curation`.
 """
 from __future__ import annotations
@@ -21,12 +23,14 @@ from dataset_builder.core import progress, storage
 from dataset_builder.core.records import PLAN_ITEM
 from dataset_builder.core.storage import StorageConfig
 from dataset_builder.core.text import count_words, detect_lang
+from dataset_builder.curate import signals as sig
 from dataset_builder.curate.config import CurateConfig
 from dataset_builder.curate.dedup import DedupConfig, decide_duplicates, text_key
 from dataset_builder.curate.filters import FilterConfig, build_filters, length_score
 from dataset_builder.curate.minhash import MinHasher
 from dataset_builder.curate.postprocess import EDIT_KINDS, clean
 from dataset_builder.curate.validate import encoding_problem, validate
+from dataset_builder.llm.stage import engine_stage
 
 # ---------------------------------------------------------------------------------------------
 # The work table: one row per input row, from load to write
@@ -41,10 +45,10 @@ WORK = pa.schema([
     ("required_words", pa.int64()), ("response_words", pa.int64()),
     ("length_score", pa.float64()), ("plan", pa.list_(PLAN_ITEM)), ("model", pa.string()),
     ("config_hash", pa.string()), ("layout", pa.string()),
-    ("finish_reasons", pa.list_(pa.string())), *EDITS,
+    ("finish_reasons", pa.list_(pa.string())), *EDITS, *sig.COLUMNS,
 ])
 SUMMARY_COLUMNS = ["id", "stage", "reason", "lang", "required_words", "response_words",
-                   "length_score", *(n for n, _ in EDITS)]
+                   "length_score", *(n for n, _ in EDITS), *(n for n, _ in sig.COLUMNS)]
 
 
 def _reject(row: dict, stage: str, reason: str) -> dict:
@@ -217,3 +221,29 @@ def collect(ds) -> pa.Table | None:
     import ray
     tables = [t for t in ray.get(ds.to_arrow_refs()) if t.num_rows]
     return pa.concat_tables(tables).combine_chunks() if tables else None
+
+
+def signals_stage(ds, cfg: sig.SignalsConfig, up_key: str, board=None):
+    """Work rows -> the same rows with the signal columns set for the rows alive so far, and
+    the thresholds applied; only the scores (no text) are gathered on the driver."""
+    scored = engine_stage(ds.map_batches(sig.to_rows, batch_format="pyarrow"), cfg.engine,
+                          sig.SignalTask, {"cfg": cfg}, up_key, board)
+    table = collect(scored.map_batches(sig.scores_only, batch_format="pyarrow"))
+    scores = {r.pop("row_key"): r for r in (table.to_pylist() if table is not None else [])}
+    return ds.map_batches(sig.mark, batch_format="pyarrow",
+                          fn_kwargs={"scores": scores, "cfg": cfg}).materialize()
+
+
+def signal_extremes(ds, n: int = 5) -> dict:
+    """The scored rows with the lowest relevance and the highest perplexity, with the start of
+    their text (the report shows them, to choose thresholds from)."""
+    from ray.data.expressions import col
+    cols = ["id", "stage", "reason", "prompt", "response", "perplexity", "relevance"]
+    scored = ds.select_columns(cols).filter(expr=col("relevance").is_not_null())
+
+    def rows(sorted_ds) -> list[dict]:
+        return [{**{k: r[k] for k in ("id", "stage", "reason", "perplexity", "relevance")},
+                 "prompt": (r["prompt"] or "")[:160], "response": (r["response"] or "")[:400]}
+                for r in sorted_ds.take(n)]
+    return {"lowest_relevance": rows(scored.sort("relevance")),
+            "highest_perplexity": rows(scored.sort("perplexity", descending=True))}

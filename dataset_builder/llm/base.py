@@ -34,6 +34,7 @@ class Sampling:
     repetition_penalty: float = 1.0   # >1 discourages any token already in prompt or output
     frequency_penalty: float = 0.0    # OpenAI semantics: minus this x count of the token so far
     presence_penalty: float = 0.0     # OpenAI semantics: minus this once a token has appeared
+    prompt_logprobs: bool = False     # return each prompt token's log-probability (vllm only)
 
 
 @dataclass
@@ -44,6 +45,9 @@ class Completion:
     output_tokens: int
     cached_tokens: int = 0    # prompt tokens served from the prefix cache (vllm backend)
     token_ids: list[int] | None = None  # generated ids (vllm backend), for splicing the turn back
+    prompt_ids: list[int] | None = None       # with Sampling.prompt_logprobs: the prompt's ids
+    prompt_logprobs: list[float | None] | None = None  # ... and each one's log-probability
+    #                                           (None for the first, which has no context)
 
 
 class Engine(Protocol):

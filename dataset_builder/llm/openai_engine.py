@@ -65,6 +65,8 @@ class OpenAIEngine:
         return body
 
     async def chat(self, messages: list[dict], sampling: Sampling) -> Completion:
+        if sampling.prompt_logprobs:   # chat completions return no prompt log-probabilities
+            raise EngineError("prompt_logprobs: the openai backend cannot return them (vllm only)")
         body = self._body(messages, sampling)
         delay = self.cfg.backoff_s
         async with self._sem:

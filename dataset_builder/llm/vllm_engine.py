@@ -100,7 +100,8 @@ class VLLMEngine:
                               stop=s.stop or None, structured_outputs=structured,
                               repetition_penalty=s.repetition_penalty,
                               frequency_penalty=s.frequency_penalty,
-                              presence_penalty=s.presence_penalty)
+                              presence_penalty=s.presence_penalty,
+                              prompt_logprobs=0 if s.prompt_logprobs else None)
 
     async def chat(self, messages: list[dict], sampling: Sampling) -> Completion:
         ids = self.render(messages)
@@ -120,6 +121,12 @@ class VLLMEngine:
                        prompt_tokens=len(ids), output_tokens=len(o.token_ids),
                        cached_tokens=int(final.num_cached_tokens or 0),
                        token_ids=list(o.token_ids))
+        if sampling.prompt_logprobs:
+            # vLLM returns, per prompt position, {token id: Logprob} holding the prompt's own
+            # token (prompt_logprobs=0 asks for no alternatives); position 0 is None
+            c.prompt_ids = list(ids)
+            c.prompt_logprobs = [None if d is None else float(d[t].logprob)
+                                 for d, t in zip(final.prompt_logprobs, ids)]
         for k, v in (("requests", 1), ("prompt_tokens", c.prompt_tokens),
                      ("output_tokens", c.output_tokens), ("cached_tokens", c.cached_tokens)):
             self.stats[k] += v
