@@ -70,8 +70,9 @@ def test_paragraph_count_follows_the_configured_bounds(tmp_path):
     assert E.paragraphs(6000, cfg.agentwrite, cfg.estimate) == 12    # budgets <= 500 words
 
 
-def test_estimate_matches_a_hand_count_of_every_request(tmp_path):
-    cfg = _cfg(tmp_path)
+@pytest.mark.parametrize("layout", ["paper", "append"])
+def test_estimate_matches_a_hand_count_of_every_request(tmp_path, layout):
+    cfg = _cfg(tmp_path, f"agentwrite.layout={layout}")
     res = E.estimate(cfg, set(), set())
     assert (res["instructions_in"], res["selected"], res["to_generate"]) == (4, 2, 2)
     assert res["rejects_by_reason"] == {"selection: language_not_generated": 1,
