@@ -195,8 +195,9 @@ def _signal_lines(s: dict) -> list[str]:
     if not s.get("scored"):
         return []
     lines = ["## Quality signals", "",
-             (f"{s['scored']} rows scored under the reference model (not scored: "
-              f"{s['not_scored'] or 'none'}). Relevance: how much the instruction raises the "
+             (f"{s['scored']} rows scored under the reference model in {s.get('seconds')} s "
+              f"(its engine's start included; not scored: {s['not_scored'] or 'none'}). "
+              "Relevance: how much the instruction raises the "
               "answer's log-probability per token (below 0: the instruction does not help). "
               "Perplexity: low is fluent, but repetition is lowest of all, so it is only ever "
               "an upper threshold."), "", "| signal | count | mean | p10 | median | p90 | min | "
