@@ -194,6 +194,9 @@ class Console:
         if self._thread is not None:
             self._thread.join(timeout=5)
         attach(None)
+        if self.board is not None and hasattr(self.board.add, "remote"):
+            import ray
+            ray.kill(self.board)   # one idle process less (a pipeline runs several jobs)
 
     def snapshot(self) -> tuple[dict, dict, float]:
         snap = _call(self.board, "snapshot")
