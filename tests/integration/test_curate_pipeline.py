@@ -183,6 +183,8 @@ def check_output(cfg: CurateConfig, expect: dict[str, str], stats: dict) -> None
     hf = datasets.load_dataset("parquet", data_files=files, split="train",
                                storage_options=opts or None)
     assert sorted(hf["id"]) == kept_expected
+    if "://" not in cfg.output:   # the directory itself, through its card's configs
+        assert sorted(datasets.load_dataset(cfg.output, split="train")["id"]) == kept_expected
     first = hf[0]["messages"]
     assert [m["role"] for m in first] == ["user", "assistant"]
     assert first[1]["content"] and "Paragraph 1 -" not in first[1]["content"]
