@@ -46,12 +46,14 @@ def _kind(p: psutil.Process, root: int) -> str:
     return "other"
 
 
-def run_job(sets: list[str]) -> dict:
-    """The job in a subprocess; the CPU seconds of every process in its tree, by kind."""
+def run_job(sets: list[str], log: str) -> dict:
+    """The job in a subprocess (its console saved to `log`); the CPU seconds of every process
+    in its tree, by kind."""
     args = [sys.executable, "-m", "ray_jobs.generate", "--config", CONFIG,
             *[x for s in sets for x in ("--set", s)]]
     t0 = time.time()
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sink = open(log, "w")   # a file, not a pipe: a full pipe would stall the job
+    proc = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT, text=True)
     root = psutil.Process(proc.pid)
     seen: dict[int, tuple[str, float]] = {}
     while proc.poll() is None:
@@ -63,7 +65,8 @@ def run_job(sets: list[str]) -> dict:
             except psutil.Error:
                 pass
         time.sleep(0.5)
-    out = proc.stdout.read()
+    sink.close()
+    out = open(log).read()
     if proc.returncode:
         raise SystemExit(f"job failed ({proc.returncode}):\n{out[-3000:]}")
     cpu = {"driver": 0.0, "engine": 0.0, "other": 0.0}
@@ -90,7 +93,7 @@ def main() -> None:
         for on in (False, True):
             out = f"{tmp}/run{i}-{'on' if on else 'off'}"
             r = run_job([*base, f"output={out}", f"progress={str(on).lower()}",
-                         f"progress_interval_s={args.interval}"])
+                         f"progress_interval_s={args.interval}"], f"{out}.log")
             stats = json.load(open(f"{out}/_stats.json"))
             runs.append({"progress": on, **r, "output_tokens": stats["output_tokens"],
                          "prompt_tokens": stats["prompt_tokens"],
