@@ -73,8 +73,8 @@ def _signal_stats(frame: pl.DataFrame) -> dict:
             "not_scored": {r: n for r, n in failed.group_by(
                 pl.col("signal_error").str.split(":").list.first()).len().iter_rows()},
             "perplexity": describe(scored["perplexity"]),
-            "relevance": describe(scored["relevance"]),
-            "relevance_kept": describe(kept["relevance"])}
+            "relevance": describe(scored["relevance"], digits=4),
+            "relevance_kept": describe(kept["relevance"], digits=4)}
 
 
 SIGNALS_PNG = "signals_hist.png"
