@@ -69,14 +69,14 @@ class Meter:
                 self.counts[k] = self.counts.get(k, 0) + v
             self.gauges.update(gauges)
 
-    def flush(self):
-        """Send what is pending (returns the call's ObjectRef, or None when nothing was)."""
+    def flush(self, wait: bool = False):
+        """Send what is pending; `wait`: until the board has it."""
         with self.lock:
             if not (self.counts or self.gauges):
                 return None
             counts, gauges, self.counts, self.gauges = self.counts, self.gauges, {}, {}
         self.sent += 1
-        return _call(self.board, "add", counts, gauges)
+        return _call(self.board, "add", counts, gauges, wait=wait)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.flush_s):
@@ -90,19 +90,26 @@ class Meter:
         it: a process about to exit (an engine replica the pool lets go) loses nothing."""
         self._stop.set()
         try:
-            ref = self.flush()
-            if ref is not None and hasattr(ref, "hex"):   # an ObjectRef (a Ray board)
-                import ray
-                ray.get(ref, timeout=10)
+            self.flush(wait=True)
         except Exception:  # noqa: BLE001 -- the board is gone: these counts were for watching
             pass
 
 
-def _call(board, method: str, *args):
-    """A method of a board: the Ray actor's (returns an ObjectRef), or a local board's (a job
-    run without Ray: training with num_workers=0)."""
-    m = getattr(board, method)
-    return m.remote(*args) if hasattr(m, "remote") else m(*args)
+def _remote(board) -> bool:
+    """A Ray actor's handle; else a local Board (a job run without Ray: training with
+    num_workers=0)."""
+    return hasattr(board.add, "remote")
+
+
+def _call(board, method: str, *args, wait: bool = False):
+    """A method of a board; on an actor, `wait` returns its result (else its ObjectRef)."""
+    if not _remote(board):
+        return getattr(board, method)(*args)
+    ref = getattr(board, method).remote(*args)
+    if wait:
+        import ray
+        return ray.get(ref, timeout=30)
+    return ref
 
 
 _meter: Meter | None = None
@@ -194,16 +201,12 @@ class Console:
         if self._thread is not None:
             self._thread.join(timeout=5)
         attach(None)
-        if self.board is not None and hasattr(self.board.add, "remote"):
+        if self.board is not None and _remote(self.board):
             import ray
             ray.kill(self.board)   # one idle process less (a pipeline runs several jobs)
 
     def snapshot(self) -> tuple[dict, dict, float]:
-        snap = _call(self.board, "snapshot")
-        if not isinstance(snap, tuple):
-            import ray
-            snap = ray.get(snap, timeout=30)
-        counts, gauges, first = snap
+        counts, gauges, first = _call(self.board, "snapshot", wait=True)
         return counts, gauges, (time.time() - first) if first else 0.0
 
     def print(self, text: str) -> None:

@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from dataset_builder.core.config import ConfigError, field
+from dataset_builder.core.progress import check_interval
 from dataset_builder.core.storage import StorageConfig
 from dataset_builder.curate.dedup import DedupConfig
 from dataset_builder.curate.filters import FilterConfig
@@ -41,5 +42,4 @@ class CurateConfig:
     def __post_init__(self):
         if self.rows_per_shard < 1:
             raise ConfigError("rows_per_shard must be >= 1")
-        if not self.progress_interval_s > 0:
-            raise ConfigError(f"progress_interval_s must be > 0, got {self.progress_interval_s}")
+        check_interval(self.progress_interval_s)
