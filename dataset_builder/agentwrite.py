@@ -132,18 +132,20 @@ def validate_plan(plan: list[dict], required: int | None, cfg: AgentWriteConfig
     return plan, None
 
 
-def step_sampling(words: int, cfg: AgentWriteConfig, seed: int) -> Sampling:
+def step_sampling(words: int, cfg: AgentWriteConfig, seed: int, row: str = "", step: int = 0
+                  ) -> Sampling:
+    tag = {"kind": "write", "budget": words, "row": row, "step": step}
     if cfg.force_lengths:
         n = max(1, min(cfg.max_step_tokens, math.ceil(words * cfg.tokens_per_word)))
         return Sampling(cfg.temperature, cfg.top_p, max_tokens=n, min_tokens=n, ignore_eos=True,
-                        seed=seed)
+                        seed=seed, **tag)
     n = min(cfg.max_step_tokens, math.ceil(words * cfg.tokens_per_word * cfg.step_slack) + 16)
     # Penalties apply to write steps only: the plan decodes under a regex whose fixed parts
     # ("Paragraph 2 - Main Point:") must repeat.
     return Sampling(cfg.temperature, cfg.top_p, max_tokens=n, seed=seed,
                     repetition_penalty=cfg.repetition_penalty,
                     frequency_penalty=cfg.frequency_penalty,
-                    presence_penalty=cfg.presence_penalty)
+                    presence_penalty=cfg.presence_penalty, **tag)
 
 
 def _seed(cfg: AgentWriteConfig, iid: str, step: int, attempt: int) -> int:
@@ -216,7 +218,8 @@ async def _plan(engine, inst: dict, cfg: AgentWriteConfig) -> tuple[list[dict], 
     reasons = []
     for attempt in range(cfg.plan_retries):
         s = Sampling(cfg.temperature, cfg.top_p, max_tokens=plan_max_tokens(cfg),
-                     seed=_seed(cfg, inst["id"], 0, attempt), regex=plan_regex(cfg))
+                     seed=_seed(cfg, inst["id"], 0, attempt), regex=plan_regex(cfg),
+                     kind="plan", budget=req, row=inst["id"])
         try:
             c = await engine.chat(msgs, s)
         except EngineError as e:
@@ -239,7 +242,7 @@ async def _write_step(engine, inst, msgs: list[dict], k: int, words: int, cfg) -
     """Step k from its request `msgs` (built and hashed once by the caller)."""
     last = "empty_output"
     for attempt in range(cfg.step_retries + 1):
-        s = step_sampling(words, cfg, _seed(cfg, inst["id"], k, attempt))
+        s = step_sampling(words, cfg, _seed(cfg, inst["id"], k, attempt), inst["id"], k)
         try:
             c = await engine.chat(msgs, s)
         except EngineError as e:

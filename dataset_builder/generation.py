@@ -98,7 +98,8 @@ class AgentWriteTask:
         return None
 
     async def _estimate(self, engine, item: dict) -> None:
-        s = Sampling(temperature=0.0, max_tokens=8, regex=r"[1-9][0-9]{1,5}")
+        s = Sampling(temperature=0.0, max_tokens=8, regex=r"[1-9][0-9]{1,5}", kind="estimate",
+                     row=item["id"])
         msgs = [{"role": "user", "content": prompts.ESTIMATE_PROMPT.format(
             instruction=item["prompt"])}]
         try:
@@ -192,7 +193,7 @@ def _run(cfg: GenerateConfig, up_key: str) -> dict:
     storage.save_resolved_config(cfg, out, cfg.storage)
     gen_uri, rej_uri = storage.join(out, "generations"), storage.join(out, "_rejects")
     extra = {"config": to_dict(cfg), "config_hash": config_hash(cfg),
-             "code_version": code_version("dataset_builder")}
+             "code_version": code_version("dataset_builder"), "backend": cfg.engine.backend}
     for uri, schema in ((gen_uri, records.GENERATION), (rej_uri, records.REJECT)):
         # parts a crashed run committed but did not list
         merge_commits(uri, cfg.storage, uri == gen_uri, extra if uri == gen_uri else None, schema)
@@ -220,7 +221,7 @@ def _run(cfg: GenerateConfig, up_key: str) -> dict:
                 ds.filter(expr=col("status") != "todo").drop_columns(["rank"]))
         else:
             ds = ds.drop_columns(["rank"])
-        chash, model = config_hash(cfg), cfg.engine.model
+        chash, model = config_hash(cfg), cfg.engine.label()
         sink = ManifestSink(
             {"ok": Output(gen_uri, records.GENERATION,
                           lambda i: {**i["record"], "model": model, "config_hash": chash}),
@@ -234,6 +235,7 @@ def _run(cfg: GenerateConfig, up_key: str) -> dict:
     total = (storage.load_manifest(gen_uri, cfg.storage) or {}).get("rows", 0)
     result = _stats_json(cfg, stats, sink.summaries, len(rows), decisions, n_todo,
                          time.time() - t0, total)
+    result["commit_seconds"] = sink.commit_seconds
     storage.write_json(storage.join(out, "_stats.json"), result, cfg.storage)
     by_stage: dict[str, int] = {}
     for k, v in stats.reasons.items():
@@ -339,5 +341,6 @@ def _stats_json(cfg, stats, summaries, n_in, decisions, n_todo, wall, total_rows
         "generated_steps": c["generated_steps"], "resumed_steps": c["resumed_steps"],
         "wall_seconds": round(wall, 2), "output_tokens_per_s": c["output_tokens"] / max(wall, 1e-9),
         "engines": _engines(summaries, wall),
-        "layout": cfg.agentwrite.layout, "model": cfg.engine.model,
+        "layout": cfg.agentwrite.layout, "model": cfg.engine.label(),
+        "backend": cfg.engine.backend,
     }

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -48,6 +49,7 @@ class ManifestSink(Datasink):
         self._min_rows, self.summary = min_rows, summary
         self.extra = manifest_extra or {}
         self.summaries: list[dict] = []
+        self.commit_seconds = 0.0   # on_write_complete: the manifest merge
 
     @property
     def min_rows_per_write(self) -> int:
@@ -71,9 +73,11 @@ class ManifestSink(Datasink):
         return summaries
 
     def on_write_complete(self, write_result) -> None:
+        t0 = time.monotonic()
         self.summaries = [s for ret in write_result.write_returns for s in ret]
         for out in self.outputs.values():
             merge_commits(out.uri, self.cfg, out.unique_ids, self.extra, out.schema)
+        self.commit_seconds = round(time.monotonic() - t0, 2)
 
 
 def _rows(block) -> list[dict]:

@@ -161,7 +161,7 @@ async def judge_one(chat: ChatFn, *, instruction: str, response: str, judge_mode
     messages = judge_messages(instruction, fitted.text, fitted.truncated)
     first = Sampling(temperature=temperature, top_p=1.0, max_tokens=max_tokens,
                      seed=derive_seed(seed, item_id, replicate, 0),
-                     json_schema=schema)
+                     json_schema=schema, kind="judge", row=item_id, step=replicate)
     key = cache_key(judge_model, messages, replicate, first)
     hit = cache.get(key) if cache else None
     if hit and hit.get("status") == "ok":

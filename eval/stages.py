@@ -58,8 +58,8 @@ async def generate_one(chat: J.ChatFn, item: dict, cfg: EvalConfig, gen_hash: st
     """One benchmark item through the model under test; failures are records, not raises."""
     seed = J.derive_seed(cfg.seed, "gen", item["id"])
     sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p,
-                        max_tokens=cfg.max_new_tokens, seed=seed)
-    base = {**item, "model": cfg.engine.model, "seed": seed, "generation_hash": gen_hash,
+                        max_tokens=cfg.max_new_tokens, seed=seed, kind="answer", row=item["id"])
+    base = {**item, "model": cfg.engine.label(), "seed": seed, "generation_hash": gen_hash,
             "max_new_tokens": cfg.max_new_tokens}
     t0 = time.monotonic()
     try:

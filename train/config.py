@@ -81,6 +81,8 @@ class SFTConfig:
     max_failures: int = field(3, help="Worker-group restarts from the last checkpoint before "
                               "the job fails.")
     log_every: int = field(1, help="Report metrics every N steps.")
+    allow_instant_data: bool = field(False, help="Train on rows made by the instant engine "
+        "(model instant:...; a stand-in without a model, for rehearsals): refused by default.")
     license: str | None = field(None, help="The exported model's license, written into its "
         "model card (model/README.md); unset: `unknown`, and the card says why it matters.")
     progress: bool = field(True, help="Print a progress line every progress_interval_s: "
@@ -138,6 +140,8 @@ class DPOTrainConfig:
     keep_checkpoints: int = field(2, help="Checkpoints kept on storage (the last N).")
     max_failures: int = field(3, help="Worker-group restarts from the last checkpoint before "
                               "the job fails.")
+    allow_instant_data: bool = field(False, help="Train on rows made by the instant engine "
+        "(model instant:...; a stand-in without a model, for rehearsals): refused by default.")
     license: str | None = field(None, help="The exported model's license, written into its "
         "model card (model/README.md); unset: `unknown`, and the card says why it matters.")
     progress: bool = field(True, help="Print a progress line every progress_interval_s: "

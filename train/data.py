@@ -20,6 +20,7 @@ from array import array
 import pyarrow as pa
 
 from dataset_builder.core import storage
+from dataset_builder.core.config import ConfigError
 from dataset_builder.core.records import reject_record
 from dataset_builder.core.text import stable_id
 
@@ -87,9 +88,11 @@ def _read_file(uri: str, cfg, columns=CONVERSATION_COLUMNS) -> tuple[list[dict],
     return rows, rejects
 
 
-def read_conversations(uri: str, cfg=None, columns=CONVERSATION_COLUMNS
-                       ) -> tuple[list[dict], list[dict]]:
-    """All rows of a training set (with `_file`/`_line`), and the lines that are not rows."""
+def read_conversations(uri: str, cfg=None, columns=CONVERSATION_COLUMNS,
+                       allow_instant: bool = False) -> tuple[list[dict], list[dict]]:
+    """All rows of a training set (with `_file`/`_line`), and the lines that are not rows.
+    Rows made by the instant engine (`model` = instant:...) are refused unless
+    `allow_instant`: they are stand-in text for rehearsals, never training data."""
     rows, rejects = [], []
     files = _files(uri, cfg)
     if not files:
@@ -98,7 +101,17 @@ def read_conversations(uri: str, cfg=None, columns=CONVERSATION_COLUMNS
         r, j = _read_file(f, cfg, columns)
         rows += r
         rejects += j
+    instant = sum(str(r.get("model") or "").startswith("instant:") for r in rows)
+    if instant and not allow_instant:
+        raise InstantDataError(
+            f"{uri}: {instant} of {len(rows)} rows were made by the instant engine (model "
+            "instant:...), a stand-in without a model: set allow_instant_data=true to train "
+            "on them anyway (rehearsals only)")
     return rows, rejects
+
+
+class InstantDataError(ConfigError):
+    """Training data made by the instant engine, not allowed by the config."""
 
 
 def check_messages(messages) -> tuple[bool, str]:

@@ -67,7 +67,8 @@ def prepare(cfg: DPOTrainConfig) -> dict:
 
     from transformers import AutoTokenizer
     out = cfg.output.rstrip("/")
-    rows, rejects = read_conversations(cfg.data, cfg.storage, PAIR_COLUMNS)
+    rows, rejects = read_conversations(cfg.data, cfg.storage, PAIR_COLUMNS,
+                                        cfg.allow_instant_data)
     for r in rejects:
         r["stage"] = STAGE
     tok = AutoTokenizer.from_pretrained(cfg.model)

@@ -33,7 +33,7 @@ class TrainError(RuntimeError):
 
 
 def _read(uri: str, source: str, cfg: SFTConfig) -> tuple[list[dict], list[dict]]:
-    rows, rejects = read_conversations(uri, cfg.storage)
+    rows, rejects = read_conversations(uri, cfg.storage, allow_instant=cfg.allow_instant_data)
     for r in rows:
         r["_source"] = source
     return rows, rejects

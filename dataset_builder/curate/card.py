@@ -17,6 +17,8 @@ def dataset_card(license: str | None, stats: dict, input_manifest: dict, files: 
     lic, note = license_lines(license)
     gen = input_manifest.get("config") or {}
     model = (gen.get("engine") or {}).get("model") or "unknown"
+    if stats.get("backend") == "instant":   # stand-in text: the card must say so
+        model = f"instant:{model} (the instant engine: stand-in text, no model; not for training)"
     meta = {"license": lic, "language": langs, "size_categories": [size_category(f["rows_out"])],
             "task_categories": ["text-generation"],
             "tags": ["long-form-generation", "agentwrite", "longwriter", "synthetic"],

@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import time
 
 import polars as pl
@@ -47,6 +48,8 @@ from dataset_builder.curate.stages import (
     signals_stage,
 )
 from dataset_builder.llm.stage import engines_up
+
+log = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------
 # Driver
@@ -85,8 +88,19 @@ def _identity(cfg: CurateConfig) -> tuple[dict, dict]:
         raise storage.StorageError(f"no committed generation dataset at {cfg.input} "
                                    f"(missing {storage.MANIFEST})")
     ident = {"input": cfg.input, "input_fingerprint": input_fingerprint(manifest),
-             "config_hash": _curation_hash(cfg), "code_version": code_version()}
+             "config_hash": _curation_hash(cfg), "code_version": code_version(),
+             "backend": _backend(manifest)}
+    if ident["backend"] == "instant":
+        log.warning("%s was written by the instant engine: stand-in text, not a model's; "
+                    "training refuses it unless allow_instant_data is set", cfg.input)
     return manifest, ident
+
+
+def _backend(manifest: dict) -> str:
+    """The engine backend that wrote a generation dataset (older manifests name it only in
+    their config)."""
+    return manifest.get("backend") or ((manifest.get("config") or {}).get("engine") or {}
+                                       ).get("backend") or "unknown"
 
 
 def _funnel(ds, dedup_stats: dict, ident: dict, output: str) -> tuple[dict, pl.DataFrame]:

@@ -1,12 +1,14 @@
-"""LLM engine layer: one async interface (`chat(messages, sampling) -> Completion`), two backends.
+"""LLM engine layer: one async interface (`chat(messages, sampling) -> Completion`), three backends.
 
 - `vllm`:   AsyncLLM in-process (vllm_engine.py), hosted in a Ray actor (actor.py).
 - `openai`: any OpenAI-compatible endpoint (openai_engine.py): GPT-4o, `vllm serve`, ...
+- `instant`: no model, answers at once (instant_engine.py): rehearses the orchestration at scale.
 - `attach`:  a running EngineActor by name (RemoteEngine below).
 
 Jobs run engines as rows of the engine stage (stage.py); actor.py hosts a long-lived engine.
 """
 from dataset_builder.llm.base import Completion, EngineConfig, EngineError, Sampling  # noqa: F401
+from dataset_builder.llm.instant_engine import InstantEngine
 from dataset_builder.llm.openai_engine import OpenAIEngine
 from dataset_builder.llm.vllm_engine import VLLMEngine
 
@@ -18,6 +20,8 @@ def make_engine(cfg):
         return RemoteEngine(cfg.attach)
     if cfg.backend == "openai":
         return OpenAIEngine(cfg)
+    if cfg.backend == "instant":
+        return InstantEngine(cfg)
     return VLLMEngine(cfg)
 
 

@@ -35,6 +35,12 @@ class Sampling:
     frequency_penalty: float = 0.0    # OpenAI semantics: minus this x count of the token so far
     presence_penalty: float = 0.0     # OpenAI semantics: minus this once a token has appeared
     prompt_logprobs: bool = False     # return each prompt token's log-probability (vllm only)
+    # What the request is, for the instant backend (instant_engine.py), which answers from
+    # these without parsing the prompt; model backends ignore them.
+    kind: str = ""                    # plan | write | estimate | judge | answer (eval) | ""
+    budget: int | None = None         # plan: required words; write: the step's words
+    row: str = ""                     # the row id it serves (with `step`: reruns are identical)
+    step: int = 0                     # AgentWrite step (0 = plan), judge replicate, ...
 
 
 @dataclass
@@ -76,6 +82,20 @@ class EngineTask(Protocol):
     async def run(self, engine: Engine, item: dict) -> dict: ...
 
 
+@dataclass
+class InstantConfig:
+    latency_s: float = field(0.0, help="Seconds each request waits before its answer (0: at "
+        "once), to rehearse an engine of a given speed.")
+    paragraphs: int = field(8, help="Paragraphs of each plan; the budgets add up to the "
+        "request's required words (2,000 when it states none).")
+    duplicate_share: float = field(0.01, help="Share of rows (by a hash of the row id) whose "
+        "answer is a near copy of another planted row's (same required words, one word per "
+        "paragraph changed), so curation's dedup has real work.")
+    duplicate_groups: int = field(4, help="Planted rows of one required length share one of "
+        "this many texts.")
+    tokens_per_word: float = field(1.3, help="Output tokens reported per word written.")
+
+
 # Fields of EngineConfig that vllm_kwargs may not repeat: one setting, one place.
 _VLLM_EXPLICIT = {"model": "model", "max_model_len": "max_model_len", "dtype": "dtype",
                   "enforce_eager": "enforce_eager", "seed": "seed",
@@ -88,8 +108,10 @@ _VLLM_EXPLICIT = {"model": "model", "max_model_len": "max_model_len", "dtype": "
 
 @dataclass
 class EngineConfig:
-    backend: Literal["vllm", "openai"] = field("vllm", help="vllm: in-process AsyncLLM in a Ray "
-        "actor; openai: an OpenAI-compatible endpoint (base_url).")
+    backend: Literal["vllm", "openai", "instant"] = field("vllm", help="vllm: in-process "
+        "AsyncLLM in a Ray actor; openai: an OpenAI-compatible endpoint (base_url); instant: no "
+        "model, answers made at once from each request's kind and budget (rehearsing the "
+        "orchestration at scale: llm/instant_engine.py; its outputs are marked instant:<model>).")
     model: str = field("", help="Model path or id. vllm: a local directory or hub id; openai: "
         "the model name the endpoint serves.")
     max_model_len: int = field(8192, help="Context length (prompt + output tokens).")
@@ -141,6 +163,13 @@ class EngineConfig:
     max_retries: int = field(5, help="openai: retries on 429, 5xx and timeouts (exponential backoff).")
     request_timeout_s: float = field(600.0, help="openai: per-request timeout in seconds.")
     backoff_s: float = field(1.0, help="openai: first retry delay; doubles each retry (with jitter).")
+    instant: InstantConfig = field(default_factory=InstantConfig,
+                                   help="instant: what the instant backend answers.")
+
+    def label(self) -> str:
+        """The model name outputs record: `instant:<model>` for the instant backend, so its
+        rows are never mistaken for a model's."""
+        return f"instant:{self.model or 'engine'}" if self.backend == "instant" else self.model
 
     def __post_init__(self):
         twice = sorted(k for k in self.vllm_kwargs if k in _VLLM_EXPLICIT)
