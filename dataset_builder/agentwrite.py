@@ -161,25 +161,38 @@ def prompt_hash(messages: list[dict]) -> str:
 
 
 class Journal:
-    """Finished steps of one instruction at `<journal_uri>/<id>/step-NNN.json` (000 = plan)."""
+    """One instruction's resume state, one object `<journal_uri>/<ab>/<id>.json` (256 folders
+    by id): its finished steps (0 = plan) and its attempt count in this run, rewritten after
+    each step. One object per instruction, not per step: a million instructions would leave
+    ten million step files (this machine has 16 million inodes), and a resume would LIST and
+    GET each; a rewrite is one PUT either way, and a resume reads one object. A damaged
+    object reads as empty: its steps are generated again."""
 
     def __init__(self, journal_uri: str, iid: str, storage_cfg=None):
-        self.store = storage.JsonStore(storage.join(journal_uri, iid), storage_cfg)
+        self.store, self.iid = storage.JsonStore(journal_uri, storage_cfg, fanout=True), iid
+        self.doc: dict | None = None
+
+    def _doc(self) -> dict:
+        if self.doc is None:   # read once: this object is the only writer of its instruction
+            self.doc = self.store.get(self.iid) or {}
+            self.doc.setdefault("steps", {})
+        return self.doc
 
     def load(self) -> dict[int, dict]:
-        docs, _ = self.store.items()  # a damaged step is generated again
-        return {int(k[5:8]): v for k, v in docs.items() if k.startswith("step-")}
+        return {int(k): v for k, v in self._doc()["steps"].items()}
 
     def save(self, step: int, entry: dict) -> None:
-        self.store.put(f"step-{step:03d}", entry)
+        self._doc()["steps"][str(step)] = entry
+        self.store.put(self.iid, self.doc)
 
     def start_attempt(self, run_id: str) -> int:
         """Count one more attempt of this instruction in run `run_id` (1 = the first). Ray
         reruns a row lost with its actor without limit, so the count lives here, with the
         steps; a new run starts again at 1."""
-        old = self.store.get("attempts") or {}
+        old = self._doc().get("attempts") or {}
         n = old.get("n", 0) + 1 if old.get("run") == run_id else 1
-        self.store.put("attempts", {"run": run_id, "n": n})
+        self.doc["attempts"] = {"run": run_id, "n": n}
+        self.store.put(self.iid, self.doc)
         return n
 
 
@@ -261,11 +274,12 @@ async def _write_step(engine, inst, msgs: list[dict], k: int, words: int, cfg) -
 
 
 async def run_instruction(engine, inst: dict, cfg: AgentWriteConfig, journal_uri: str,
-                          storage_cfg=None) -> dict:
+                          storage_cfg=None, journal: Journal | None = None) -> dict:
     """Plan + write one instruction. Returns {"status": "ok", "record": ...} or a reject.
     Counts for the job's progress (core.progress): the plan's steps and words, each step's
-    words as written (or resumed from the journal), and the words a reject leaves unwritten."""
-    journal = Journal(journal_uri, inst["id"], storage_cfg)
+    words as written (or resumed from the journal), and the words a reject leaves unwritten.
+    `journal`: the instruction's Journal when the caller has read it already."""
+    journal = journal or Journal(journal_uri, inst["id"], storage_cfg)
     done = journal.load()
     plan: list[dict] = []
     steps: list[dict] = []

@@ -10,7 +10,7 @@ instructions, and every row, written or rejected, lands through one Datasink (si
 Output directory (any fsspec URI):
   generations/  parquet parts + _manifest.json (DESIGN.md §5 generation records, one per id)
   _rejects/     every dropped row with stage and reason (input line, selection, plan, write)
-  _journal/     finished steps per instruction (resume state)
+  _journal/     finished steps per instruction, one object each (resume state)
   _stats.json   funnel, tokens, prefix-cache hit rate, wall time, tokens/s per engine
   _config.yaml  the resolved config
 """
@@ -127,7 +127,7 @@ class AgentWriteTask:
         if n > 1:
             log.info("%s: attempt %d, resuming from its journal", item["id"], n)
         res = await run_instruction(engine, item, self.cfg.agentwrite, self.journal_uri,
-                                    self.cfg.storage)
+                                    self.cfg.storage, journal)
         return {**res, "attempt": n}
 
 
@@ -148,18 +148,6 @@ def _apply(batch, decisions: dict, order: dict):
     return pa.Table.from_pylist(out, schema=ROW.append(pa.field("rank", pa.int64())))
 
 
-def _summary(item: dict, status: str) -> dict:
-    """What the driver's stats need of each row (sink write returns; no text)."""
-    where = {"engine": item.get("engine"), "engine_batch": item.get("engine_batch")}
-    if status != "ok":
-        return {"status": status, "stage": item["stage"], "reason": item["reason"], **where}
-    rec = item["record"]
-    return {"status": "ok", **where,
-            **{k: rec[k] for k in ("resumed_steps", "step_prompt_tokens", "step_cached_tokens",
-                                   "step_output_tokens", "response_words")},
-            "paragraphs": len(rec["paragraphs"])}
-
-
 def _read(cfg: GenerateConfig):
     import ray
     files = ins.input_files(cfg.input, cfg.storage)
@@ -170,9 +158,11 @@ def _read(cfg: GenerateConfig):
 def earlier(out: str, cfg: GenerateConfig) -> tuple[set, set]:
     """Ids finished or rejected by earlier runs (not retried unless retry_rejects), and the
     rejects already recorded (a rerun records none twice)."""
-    gens = storage.read_dataset(storage.join(out, "generations"), cfg.storage)
+    # only the columns needed: a rerun of a large run must not read every answer's text
+    gens = storage.read_dataset(storage.join(out, "generations"), cfg.storage, ["id"])
     done = set(gens.column("id").to_pylist()) if gens is not None and gens.num_rows else set()
-    old = storage.read_dataset(storage.join(out, "_rejects"), cfg.storage)
+    old = storage.read_dataset(storage.join(out, "_rejects"), cfg.storage,
+                               ["id", "stage", "line", "file"])
     old = old.to_pylist() if old is not None else []   # zero rows: an empty list
     if not cfg.retry_rejects:
         done |= {r["id"] for r in old if r["id"] and r["stage"] not in ("input", "dedup")}
@@ -227,14 +217,11 @@ def _run(cfg: GenerateConfig, up_key: str) -> dict:
                           lambda i: {**i["record"], "model": model, "config_hash": chash}),
              "reject": Output(rej_uri, records.REJECT, records.reject_record,
                               unique_ids=False)},
-            cfg.storage, run_id, cfg.commit_every, _summary, extra, con.board)
+            cfg.storage, run_id, cfg.commit_every, Stats, extra, con.board)
         ds.write_datasink(sink)
-    stats = Stats()
-    for s in sink.summaries:
-        stats.record(s) if s["status"] == "ok" else stats.reject(s["stage"], s["reason"])
+    stats = sink.total
     total = (storage.load_manifest(gen_uri, cfg.storage) or {}).get("rows", 0)
-    result = _stats_json(cfg, stats, sink.summaries, len(rows), decisions, n_todo,
-                         time.time() - t0, total)
+    result = _stats_json(cfg, stats, len(rows), decisions, n_todo, time.time() - t0, total)
     result["commit_seconds"] = sink.commit_seconds
     storage.write_json(storage.join(out, "_stats.json"), result, cfg.storage)
     by_stage: dict[str, int] = {}
@@ -280,24 +267,42 @@ def progress_line(n_todo: int, n_selection_rejects: int, expected_words: float
 
 
 class Stats:
+    """The job's counts: each sink write task adds its rows (`add`) and returns this object,
+    the driver merges them (`merge`); nothing per row reaches the driver."""
+
     def __init__(self):
         self.c = {"written": 0, "failed": 0, "step_prompt_tokens": 0,
                   "step_cached_tokens": 0, "write_prompt_tokens": 0, "write_cached_tokens": 0,
                   "output_tokens": 0, "resumed_steps": 0, "generated_steps": 0,
                   "response_words": 0}
         self.reasons: dict[str, int] = {}
+        self.engines: dict[str, dict] = {}   # replica (node, pid) -> rows, output tokens, batch
 
-    def record(self, rec: dict) -> None:
+    def add(self, item: dict, status: str) -> None:
+        tokens = 0
+        if status == "ok":
+            tokens = self.record(item["record"])
+        else:
+            self.reject(item["stage"], item["reason"])
+        if item.get("engine"):
+            e = self.engines.setdefault(item["engine"], {"rows": 0, "output_tokens": 0,
+                                                         "batch": None})
+            e["rows"] += 1
+            e["output_tokens"] += tokens
+            _latest(e, item.get("engine_batch"))
+
+    def record(self, rec: dict) -> int:
         c, r = self.c, rec["resumed_steps"]
         c["written"] += 1
         c["resumed_steps"] += r
-        c["generated_steps"] += rec["paragraphs"] + 1 - r  # plan + write steps
+        c["generated_steps"] += len(rec["paragraphs"]) + 1 - r  # plan + write steps
         c["step_prompt_tokens"] += sum(rec["step_prompt_tokens"])
         c["step_cached_tokens"] += sum(rec["step_cached_tokens"])
         c["write_prompt_tokens"] += sum(rec["step_prompt_tokens"][1:])
         c["write_cached_tokens"] += sum(rec["step_cached_tokens"][1:])
         c["output_tokens"] += sum(rec["step_output_tokens"])
         c["response_words"] += rec["response_words"]
+        return sum(rec["step_output_tokens"])
 
     def reject(self, stage: str, reason: str) -> None:
         if stage not in ("input", "dedup", "selection"):
@@ -305,26 +310,33 @@ class Stats:
         key = f"{stage}: {reason.split(':')[0]}"
         self.reasons[key] = self.reasons.get(key, 0) + 1
 
+    def merge(self, other: Stats) -> None:
+        for k, v in other.c.items():
+            self.c[k] += v
+        for k, v in other.reasons.items():
+            self.reasons[k] = self.reasons.get(k, 0) + v
+        for k, o in other.engines.items():
+            e = self.engines.setdefault(k, {"rows": 0, "output_tokens": 0, "batch": None})
+            e["rows"] += o["rows"]
+            e["output_tokens"] += o["output_tokens"]
+            _latest(e, o["batch"])
 
-def _engines(summaries: list[dict], wall: float) -> list[dict]:
-    """Per engine replica (node, pid): rows finished there and their output tokens; with
-    engine.batch_stats, how full its batch was (from the latest counters a row brought back)."""
-    by: dict[str, dict] = {}
-    latest: dict[str, dict] = {}  # replica -> the counters with the most engine steps
-    for x in summaries:
-        if x.get("engine"):
-            e = by.setdefault(x["engine"], {**json.loads(x["engine"]), "rows": 0,
-                                            "output_tokens": 0})
-            e["rows"] += 1
-            e["output_tokens"] += sum(x.get("step_output_tokens") or [])
-            b = x.get("engine_batch")
-            if b and b["steps"] > latest.get(x["engine"], {"steps": -1})["steps"]:
-                latest[x["engine"]] = b
-    return [{**e, "output_tokens_per_s": e["output_tokens"] / max(wall, 1e-9),
-             **(fill({}, latest[k]) if k in latest else {})} for k, e in by.items()]
+    def engine_list(self, wall: float) -> list[dict]:
+        """Per engine replica (node, pid): rows finished there and their output tokens; with
+        engine.batch_stats, how full its batch was (the counters with the most engine steps
+        that a row brought back)."""
+        return [{**json.loads(k), "rows": e["rows"], "output_tokens": e["output_tokens"],
+                 "output_tokens_per_s": e["output_tokens"] / max(wall, 1e-9),
+                 **(fill({}, e["batch"]) if e["batch"] else {})}
+                for k, e in self.engines.items()]
 
 
-def _stats_json(cfg, stats, summaries, n_in, decisions, n_todo, wall, total_rows) -> dict:
+def _latest(e: dict, batch: dict | None) -> None:
+    if batch and batch["steps"] > (e["batch"] or {"steps": -1})["steps"]:
+        e["batch"] = batch
+
+
+def _stats_json(cfg, stats, n_in, decisions, n_todo, wall, total_rows) -> dict:
     c = stats.c
     return {
         "instructions_in": n_in,
@@ -340,7 +352,7 @@ def _stats_json(cfg, stats, summaries, n_in, decisions, n_todo, wall, total_rows
         "prefix_hit_rate_write_steps": c["write_cached_tokens"] / max(c["write_prompt_tokens"], 1),
         "generated_steps": c["generated_steps"], "resumed_steps": c["resumed_steps"],
         "wall_seconds": round(wall, 2), "output_tokens_per_s": c["output_tokens"] / max(wall, 1e-9),
-        "engines": _engines(summaries, wall),
+        "engines": stats.engine_list(wall),
         "layout": cfg.agentwrite.layout, "model": cfg.engine.label(),
         "backend": cfg.engine.backend,
     }

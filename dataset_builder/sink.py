@@ -10,7 +10,9 @@ without them). After a crash, `merge_commits` at the next start picks up every c
 so nothing a finished task wrote is lost or generated again.
 
 The sink takes engine-stage rows (`id`, `status`, `payload` JSON): each status goes to its own
-dataset (`outputs`), and `write` returns one `summary(item, status)` per row for the job's stats.
+dataset (`outputs`). The job's counts are added up in each write task (`tally()`: an object
+with `add(item, status)` and `merge(other)`) and merged on the driver: one small object per
+part reaches the driver, never one per row (a million rows' summaries would not fit it).
 """
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -41,14 +43,14 @@ class Output:
 
 class ManifestSink(Datasink):
     def __init__(self, outputs: dict[str, Output], storage_cfg, run_id: str, min_rows: int,
-                 summary: Callable[[dict, str], dict], manifest_extra: dict | None = None,
+                 tally: Callable[[], Any], manifest_extra: dict | None = None,
                  progress_board=None):
         """`progress_board`: each write task counts `rows_committed` there."""
         self.outputs, self.cfg, self.run_id = outputs, storage_cfg, run_id
         self.board = progress_board
-        self._min_rows, self.summary = min_rows, summary
+        self._min_rows, self.tally = min_rows, tally
         self.extra = manifest_extra or {}
-        self.summaries: list[dict] = []
+        self.total = tally()   # every write task's tally, merged (on_write_complete)
         self.commit_seconds = 0.0   # on_write_complete: the manifest merge
 
     @property
@@ -57,24 +59,26 @@ class ManifestSink(Datasink):
 
     def write(self, blocks, ctx) -> list[dict]:
         by_status: dict[str, list[dict]] = {}
-        summaries = []
+        tally, n = self.tally(), 0
         for block in blocks:
             for row in _rows(block):
                 item = json.loads(row["payload"])
                 by_status.setdefault(row["status"], []).append(item)
-                summaries.append(self.summary(item, row["status"]))
+                tally.add(item, row["status"])
+                n += 1
         for status, items in by_status.items():
             out = self.outputs[status]
             table = pa.Table.from_pylist([out.to_row(i) for i in items], schema=out.schema)
             name = f"part-{self.run_id}-{ctx.task_idx:05d}.parquet"
             write_part(out.uri, name, table, self.cfg)
         progress.attach(self.board)
-        progress.add(rows_committed=len(summaries))
-        return summaries
+        progress.add(rows_committed=n)
+        return tally
 
     def on_write_complete(self, write_result) -> None:
         t0 = time.monotonic()
-        self.summaries = [s for ret in write_result.write_returns for s in ret]
+        for ret in write_result.write_returns:
+            self.total.merge(ret)
         for out in self.outputs.values():
             merge_commits(out.uri, self.cfg, out.unique_ids, self.extra, out.schema)
         self.commit_seconds = round(time.monotonic() - t0, 2)

@@ -2,6 +2,7 @@
 conftest). Fixtures stay in conftest.py; fakes and small tools live here."""
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -36,12 +37,13 @@ class FakeJudge:
         return Completion(text=a, finish_reason="stop", prompt_tokens=10, output_tokens=5)
 
 
-def engine_stage_without_ray(engine, task, where: str = "{}"):
+def engine_stage_without_ray(engine, task, where: str = "{}", in_flight: int = 8):
     """llm.stage.EngineStage around a given engine and task: the row handling only, no Ray,
     no model (unit tests of what the stage does with rows, results and exceptions)."""
     from dataset_builder.llm.stage import EngineStage
     stage = EngineStage.__new__(EngineStage)
     stage.engine, stage.task, stage.where = engine, task, where
+    stage._slots = asyncio.Semaphore(in_flight)
     return stage
 
 

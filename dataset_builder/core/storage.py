@@ -156,7 +156,10 @@ class JsonStore:
             return None
 
     def put(self, key: str, doc: dict) -> None:
-        write_json(self._path(key), doc, self.cfg)
+        # compact: these documents are read by programs, and the journal rewrites its
+        # instruction's text after every step
+        write_bytes_atomic(self._path(key), json.dumps(doc, ensure_ascii=False, default=str,
+                                                       separators=(",", ":")).encode(), self.cfg)
 
     def items(self) -> tuple[dict[str, dict], int]:
         """({key: document}, number of damaged documents) for the whole store."""
@@ -195,8 +198,13 @@ def table_to_parquet_bytes(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
-def read_parquet(uri: str, cfg: StorageConfig | None = None) -> pa.Table:
-    return pq.read_table(io.BytesIO(read_bytes(uri, cfg)))
+def read_parquet(uri: str, cfg: StorageConfig | None = None,
+                 columns: list[str] | None = None) -> pa.Table:
+    """One parquet file; with `columns`, only their column chunks are read (ranged reads)."""
+    if columns is None:
+        return pq.read_table(io.BytesIO(read_bytes(uri, cfg)))
+    fs, path = get_fs(uri, cfg)
+    return pq.read_table(path, columns=columns, filesystem=fs)
 
 
 class DatasetWriter:
@@ -248,18 +256,22 @@ def load_manifest(uri: str, cfg: StorageConfig | None = None) -> dict | None:
     return read_json(m, cfg) if exists(m, cfg) else None
 
 
-def read_dataset(uri: str, cfg: StorageConfig | None = None) -> pa.Table | None:
-    """All committed parts of a dataset directory as one table; None if nothing was ever
-    committed there (no manifest). A dataset committed with zero rows is an empty table, with
-    its schema when the writer saw one (`arrow_schema` in the manifest)."""
+def read_dataset(uri: str, cfg: StorageConfig | None = None,
+                 columns: list[str] | None = None) -> pa.Table | None:
+    """All committed parts of a dataset directory as one table (only `columns`, if given);
+    None if nothing was ever committed there (no manifest). A dataset committed with zero rows
+    is an empty table, with its schema when the writer saw one (`arrow_schema` in the
+    manifest)."""
     manifest = load_manifest(uri, cfg)
     if manifest is None:
         return None
     if not manifest["files"]:
         blob = manifest.get("arrow_schema")
         schema = pa.ipc.read_schema(pa.py_buffer(base64.b64decode(blob))) if blob else pa.schema([])
+        if columns is not None:
+            schema = pa.schema([schema.field(c) for c in columns if c in schema.names])
         return schema.empty_table()
-    tables = [read_parquet(join(uri, f["path"]), cfg) for f in manifest["files"]]
+    tables = [read_parquet(join(uri, f["path"]), cfg, columns) for f in manifest["files"]]
     return pa.concat_tables(tables, promote_options="permissive")
 
 

@@ -142,6 +142,11 @@ class EngineConfig:
         "leaves between its steps and shortens the tail, but only while the KV cache holds "
         "the waiting rows' prefixes (else they are evicted and the prefix hit rate falls). "
         "Check with batch_stats; measurements in docs/BENCHMARKS.md.")
+    rows_per_task: int = field(8, help="Engine stage: rows per Ray Data task (block). Every "
+        "task costs the driver's scheduler a few ms, so one-row tasks cap a job near a hundred "
+        "rows/s whatever the fleet (docs/BENCHMARKS.md, \"Scale\"); rows still start and "
+        "finish one by one (a replica runs in_flight rows at once across its tasks), but a "
+        "row's output leaves with its task's last row. 1: the old one-row tasks.")
     batch_stats: bool = field(False, help="vllm: count how full the engine's batch was (mean "
         "running sequences / max_num_seqs over the time it had work, waiting share, KV usage, "
         "preemptions; llm/batch_stats.py) into the engine's metrics and the job's stats.")

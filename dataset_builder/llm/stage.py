@@ -4,10 +4,11 @@
 
 Each pool actor holds one engine (vLLM AsyncLLM, an OpenAI-compatible client, or a handle to a
 running EngineActor) and runs `engine.in_flight` rows at once: one row is one call of the
-task's coroutine (a whole AgentWrite instruction, one judge request, ...), and rows come out as
-they finish. The settings are the ones verified in DESIGN.md §4: 1-row blocks, `batch_size=1`,
-`max_concurrent_calls_per_actor`; a single block of many rows would run as one task and wait
-for its slowest row. Resources are declared here, on the stage; Ray Data grows the pool from
+task's coroutine (a whole AgentWrite instruction, one judge request, ...). Rows travel in tasks
+of `rows_per_task` (DESIGN.md §4): Ray Data's scheduler spends a few ms of driver time per task,
+which one-row tasks pay per row. A replica takes twice the tasks its `in_flight` rows fill and
+runs their rows under one semaphore of `in_flight`, so a row starts whenever one ends; a task's
+rows leave together when its last one is done. Resources are declared here, on the stage; Ray Data grows the pool from
 `min_replicas` to `max_replicas` while rows queue, and the autoscaler adds nodes for it.
 
 Rows are `{"id", "status", "payload"}` with `payload` a JSON string, so the stage never infers
@@ -51,6 +52,10 @@ class EngineStage:
                  up_key: str = "", progress_board=None):
         import ray
 
+        # The replica's rows in flight, across all its tasks: a task's finished rows wait for
+        # its last one without holding a slot, so the engine always has in_flight rows.
+        self._slots = asyncio.Semaphore(engine_cfg.in_flight)
+
         library_logging()  # this replica's lines in its Ray worker log
         self.engine: Engine = make_engine(engine_cfg)
         progress.attach(progress_board)
@@ -68,7 +73,8 @@ class EngineStage:
             return row
         item = json.loads(row["payload"])
         try:
-            out = await self.task.run(self.engine, item)
+            async with self._slots:
+                out = await self.task.run(self.engine, item)
         except Exception as e:  # one bad row is one reject, never the job
             if _engine_dead(e):
                 log.error("engine died (%s): exiting so Ray restarts this replica", e)
@@ -97,20 +103,23 @@ class EngineStage:
 
 def engine_stage(ds, engine_cfg: EngineConfig, task_cls: type[EngineTask], task_kwargs: dict,
                  up_key: str = "", progress_board=None):
-    """`ds` (rows id/status/payload) through the engine pool; one row per task so rows finish
-    independently. `engine_cfg.min_replicas..max_replicas` bound the pool. `up_key`: what
+    """`ds` (rows id/status/payload) through the engine pool, `rows_per_task` rows per task;
+    a replica takes twice as many tasks as fill its `in_flight` rows, so a new task's rows are
+    waiting when a row ends. `engine_cfg.min_replicas..max_replicas` bound the pool. `up_key`: what
     `engines_up` yielded, so that its watcher hears when the first replica is up.
     `progress_board` (core.progress.Console.board): each replica counts `<stage>_<status>` of
     its rows, `<stage>_requests` and `<stage>_output_tokens` there, and so can its task."""
     from ray.data import ActorPoolStrategy
     lo, hi = engine_cfg.min_replicas, max(engine_cfg.min_replicas, engine_cfg.max_replicas)
-    return ds.repartition(target_num_rows_per_block=1).map_batches(
-        EngineStage, batch_size=1, batch_format="pyarrow",
+    rows = max(1, engine_cfg.rows_per_task)
+    tasks = engine_cfg.in_flight if rows == 1 else 2 * -(-engine_cfg.in_flight // rows)
+    return ds.repartition(target_num_rows_per_block=rows).map_batches(
+        EngineStage, batch_size=rows, batch_format="pyarrow",
         fn_constructor_kwargs={"engine_cfg": engine_cfg, "task_cls": task_cls,
                                "task_kwargs": task_kwargs, "up_key": up_key,
                                "progress_board": progress_board},
         compute=ActorPoolStrategy(min_size=lo, max_size=hi,
-                                  max_concurrent_calls_per_actor=engine_cfg.in_flight),
+                                  max_concurrent_calls_per_actor=tasks),
         num_cpus=0 if engine_cfg.attach else engine_cfg.num_cpus,
         num_gpus=0 if engine_cfg.attach else engine_cfg.num_gpus)
 
