@@ -89,8 +89,8 @@ class InstantConfig:
     paragraphs: int = field(8, help="Paragraphs of each plan; the budgets add up to the "
         "request's required words (2,000 when it states none).")
     duplicate_share: float = field(0.01, help="Share of rows (by a hash of the row id) whose "
-        "answer is a near copy of another planted row's (same required words, one word per "
-        "paragraph changed), so curation's dedup has real work.")
+        "answer is a near copy of another planted row's (same required words, one word of the "
+        "first paragraph changed), so curation's dedup has real work.")
     duplicate_groups: int = field(4, help="Planted rows of one required length share one of "
         "this many texts.")
     tokens_per_word: float = field(1.3, help="Output tokens reported per word written.")

@@ -13,9 +13,10 @@ measures at 10k-1M instructions. A request says what it is (`Sampling.kind`, `bu
 
 Everything is a function of (row, step, budget): a rerun writes the same bytes. A share of rows
 (`duplicate_share`, by a hash of the row id) are planted near-duplicates: their plans and
-paragraphs come from one of `duplicate_groups` texts per required length, with one word per
-paragraph changed, so curation's dedup has real work. The text is windows of one fixed stream of
-common English words (made once per process), so a paragraph costs a list slice and a join.
+paragraphs come from one of `duplicate_groups` texts per required length, with one word of the
+first paragraph changed, so curation's dedup has real work. The text is windows of one fixed stream of
+common English words (made once per process), so a paragraph costs a list slice and a join
+(at most 4,096 words).
 Outputs are marked: jobs record the model as `instant:<model>` (EngineConfig.label).
 """
 from __future__ import annotations
@@ -39,7 +40,7 @@ _WORDS = (
     "remembers describes explains protects changes grows moves reaches turns holds "
     "between through across under over beside around after before during without within "
     "often rarely slowly quickly nearly always never together again still already").split()
-_STREAM_WORDS = 1 << 20
+_STREAM_WORDS = 1 << 22
 _stream: list[str] | None = None
 
 
@@ -61,11 +62,13 @@ def _h(*parts) -> int:
                                           digest_size=8).digest(), "big")
 
 
-def text(key: str, words: int, tweak: int | None = None) -> str:
-    """`words` words of the stream from a position set by `key`; `tweak` changes one word."""
+def text(key: str, words: int, tweak: int | None = None, slot: int = 0) -> str:
+    """`words` words of the stream from a position set by (`key`, `slot`); `tweak` changes
+    one word. Each slot (a row's step) starts anywhere: rows never share all their paragraphs'
+    positions, and two paragraphs of one row overlap rarely (a 4M-word stream)."""
     stream = _words()
-    words = max(1, min(words, len(stream) // 2))
-    start = _h(key) % (len(stream) - words)
+    words = max(1, min(words, 4096))
+    start = _h(key, slot) % (len(stream) - words)
     out = stream[start:start + words]
     if tweak is not None:
         out = list(out)
@@ -97,7 +100,10 @@ class InstantEngine:
         """Where a row's text comes from: its own id, or its planted group's text (same
         for every row of the group with the same budget), tweaked by the row."""
         g = self.planted(s.row)
-        return (f"{s.row}", None) if g is None else (f"dup:{g}", _h("tweak", s.row, s.step))
+        if g is None:
+            return s.row, None
+        # one word of the first paragraph differs: near, never exact, copies
+        return f"dup:{g}", (_h("tweak", s.row) if s.step <= 1 else None)
 
     def plan(self, s: Sampling) -> str:
         total, n = s.budget or 2000, self.cfg.paragraphs
@@ -118,9 +124,9 @@ class InstantEngine:
             return str(s.budget or 2000 + 500 * (_h("estimate", s.row) % 9))
         key, tweak = self._key(s)
         if s.kind == "write":
-            return text(f"{key}:{s.step}:{s.budget}", s.budget or 100, tweak)
+            return text(key, s.budget or 100, tweak, slot=s.step)
         words = s.budget or int(s.max_tokens / self.cfg.tokens_per_word)
-        return text(f"{key}:{s.kind}:{s.step}:{words}", words, tweak)
+        return text(f"{key}:{s.kind}", words, tweak, slot=s.step)
 
     async def chat(self, messages: list[dict], sampling: Sampling) -> Completion:
         if sampling.prompt_logprobs:

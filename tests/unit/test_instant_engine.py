@@ -53,7 +53,7 @@ def test_planted_rows_share_their_groups_text_but_one_word():
     assert 0.03 < len(planted) / len(rows) < 0.07   # fixed by the hash: no sampling luck
     g0 = [r for r in planted if e.planted(r) == 0][:2]
     t = [ask(e, kind="write", budget=200, row=r, step=1).text.split() for r in g0]
-    assert sum(x != y for x, y in zip(*t)) <= 2     # one word changed in each
+    assert 1 <= sum(x != y for x, y in zip(*t)) <= 2     # one word changed in each
     p = [ask(e, kind="plan", budget=1000, row=r).text for r in g0]
     assert p[0] == p[1]
     other = next(r for r in rows if e.planted(r) is None)
