@@ -155,7 +155,7 @@ def render_markdown(stats: dict, title: str = "LongWriter curation report") -> s
              f"Input: `{stats.get('input', '')}`  ", f"Output: `{stats.get('output', '')}`  ",
              (f"Config hash: `{stats.get('config_hash', '')}`, code version: "
              f"`{stats.get('code_version', '')}`"), "",
-             *([f"**Written by the instant engine** (backend `instant`, model `instant:...`): "
+             *(["**Written by the instant engine** (backend `instant`, model `instant:...`): "
                 "stand-in text made without a model to rehearse the orchestration; not "
                 "training data (training refuses it unless `allow_instant_data`).", ""]
                if stats.get("backend") == "instant" else []),

@@ -10,8 +10,8 @@ import pytest
 
 from dataset_builder.agentwrite import AgentWriteConfig, parse_plan, run_instruction, validate_plan
 from dataset_builder.core.text import count_words
-from dataset_builder.llm import make_engine
 from dataset_builder.llm import instant_engine as ie
+from dataset_builder.llm import make_engine
 from dataset_builder.llm.base import EngineConfig, EngineError, InstantConfig, Sampling
 from eval.judge_prompt import JUDGE_SCHEMA, parse_judgement
 from train.data import InstantDataError, read_conversations
