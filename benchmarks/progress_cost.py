@@ -16,15 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
-
-import psutil
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks import proc  # noqa: E402
 from dataset_builder.core.config import load_config  # noqa: E402
 from dataset_builder.estimate import estimate  # noqa: E402
 from dataset_builder.generation import GenerateConfig  # noqa: E402
@@ -33,48 +30,14 @@ from dataset_builder.models import demo_model  # noqa: E402
 CONFIG = "ray_jobs/configs/generate_demo.yaml"
 
 
-def _kind(p: psutil.Process, root: int) -> str:
-    if p.pid == root:
-        return "driver"
-    try:
-        title = " ".join(p.cmdline())
-        chain = [title] + [" ".join(a.cmdline()) for a in p.parents()]
-    except psutil.Error:
-        return "other"
-    if any("EngineStage" in t or t.startswith("VLLM") for t in chain[:3]):
-        return "engine"
-    return "other"
-
-
 def run_job(sets: list[str], log: str) -> dict:
-    """The job in a subprocess (its console saved to `log`); the CPU seconds of every process
-    in its tree, by kind."""
-    args = [sys.executable, "-m", "ray_jobs.generate", "--config", CONFIG,
-            *[x for s in sets for x in ("--set", s)]]
-    t0 = time.time()
-    sink = open(log, "w")   # a file, not a pipe: a full pipe would stall the job
-    proc = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT, text=True)
-    root = psutil.Process(proc.pid)
-    seen: dict[int, tuple[str, float]] = {}
-    while proc.poll() is None:
-        for p in [root, *root.children(recursive=True)]:
-            try:
-                t = p.cpu_times()
-                kind = seen[p.pid][0] if p.pid in seen else _kind(p, proc.pid)
-                seen[p.pid] = (kind, t.user + t.system)
-            except psutil.Error:
-                pass
-        time.sleep(0.5)
-    sink.close()
-    out = open(log).read()
-    if proc.returncode:
-        raise SystemExit(f"job failed ({proc.returncode}):\n{out[-3000:]}")
-    cpu = {"driver": 0.0, "engine": 0.0, "other": 0.0}
-    for kind, s in seen.values():
-        cpu[kind] += s
-    lines = [x for x in out.splitlines() if x.startswith("[generate ")]
-    return {"wall_s": round(time.time() - t0, 1), **{f"cpu_{k}_s": round(v, 2)
-                                                     for k, v in cpu.items()},
+    """The job in a subprocess (benchmarks/proc.py): CPU seconds by process kind (the sink's
+    write tasks count as other here), and its progress lines."""
+    r = proc.run_job("generate", CONFIG, sets, log)
+    lines = [x for x in open(log).read().splitlines() if x.startswith("[generate ")]
+    return {"wall_s": r["wall_s"], "cpu_driver_s": r["cpu_driver_s"],
+            "cpu_engine_s": r["cpu_engine_s"],
+            "cpu_other_s": round(r["cpu_other_s"] + r["cpu_write_s"], 2),
             "progress_lines": len(lines)}
 
 

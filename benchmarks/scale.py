@@ -8,9 +8,11 @@ left, at 10k instructions by default (100k and 1M on request).
     python benchmarks/scale.py --n 10000 --s3 --only run            # S3 requests (moto)
 
 Each run is `python -m ray_jobs.generate --config ray_jobs/configs/generate_instant.yaml` in
-its own process with its own local Ray, watched with psutil every 0.5 s (driver RSS). Per N:
-instructions/s and engine requests/s, the driver's peak RSS, journal objects, files and bytes
-on disk, writes/s, the commit's seconds; a rerun that finds everything done; a resume after
+its own process with its own local Ray, watched with psutil every 0.5 s (benchmarks/proc.py).
+Per N: instructions/s and engine requests/s, the driver's peak RSS, CPU milliseconds per
+instruction by process kind (driver, engine replica, sink write tasks, the rest: what one
+driver's core and each replica carry), journal objects, files and bytes on disk, writes/s, the
+commit's seconds; a rerun that finds everything done; a resume after
 the job was killed once half the rows were committed; curation (dedup included) of the
 result. With --s3 the output goes to a moto server in this process that counts requests by
 kind. Synthetic instructions: distinct prompts with `required_words` drawn from --words
@@ -22,17 +24,15 @@ import argparse
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
-
-import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from benchmarks import proc  # noqa: E402
 
 CONFIG = "ray_jobs/configs/generate_instant.yaml"
 GENRES = ["essay", "story", "guide", "report", "history", "explainer", "memoir", "review"]
@@ -50,46 +50,9 @@ def instructions(path: Path, n: int, words: tuple[int, int], seed: int = 0) -> N
                                           f"(number {i}).", "required_words": w}) + "\n")
 
 
-def _tree_kill(proc: subprocess.Popen) -> None:
-    """The job and every process under it (its local Ray), at once: a node lost."""
-    try:
-        kids = psutil.Process(proc.pid).children(recursive=True)
-    except psutil.Error:
-        kids = []
-    for p in [psutil.Process(proc.pid), *kids]:
-        try:
-            p.send_signal(signal.SIGKILL)
-        except psutil.Error:
-            pass
-    proc.wait()
-
-
 def run_job(sets: list[str], log: Path, env: dict | None = None, module: str = "generate",
             config: str = CONFIG, kill_when=None) -> dict:
-    """The job in a subprocess; wall seconds and the driver's peak RSS. `kill_when()`: polled
-    every 0.5 s; when true the job's whole process tree is killed."""
-    args = [sys.executable, "-m", f"ray_jobs.{module}", "--config", config,
-            *[x for s in sets for x in ("--set", s)]]
-    t0, peak, killed = time.time(), 0, False
-    with open(log, "w") as sink:  # a file, not a pipe: a full pipe would stall the job
-        proc = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT,
-                                env={**os.environ, **(env or {})})
-        root = psutil.Process(proc.pid)
-        while proc.poll() is None:
-            try:
-                peak = max(peak, root.memory_info().rss)
-            except psutil.Error:
-                pass
-            if kill_when is not None and kill_when():
-                _tree_kill(proc)
-                killed = True
-                break
-            time.sleep(0.5)
-    wall = time.time() - t0
-    if proc.returncode not in (0, None) and not killed:
-        raise SystemExit(f"{module} failed ({proc.returncode}); see {log}:\n"
-                         + log.read_text()[-3000:])
-    return {"wall_s": round(wall, 1), "driver_peak_rss_mb": round(peak / 2**20), "killed": killed}
+    return proc.run_job(module, config, sets, log, env, kill_when)
 
 
 def disk(out: Path) -> dict:
@@ -135,6 +98,8 @@ def one_size(n: int, args, work: Path) -> dict:
         d = disk(out)
         steps = stats["generated_steps"]
         res["run"] = {**r, **d, "written": stats["written_this_run"],
+                      **{f"cpu_ms_per_instruction_{k}": round(1000 * r[f"cpu_{k}_s"] / n, 2)
+                         for k in proc.KINDS},
                       "job_s": stats["wall_seconds"],
                       "instructions_per_s": round(n / r["wall_s"], 1),
                       "job_instructions_per_s": round(n / stats["wall_seconds"], 1),

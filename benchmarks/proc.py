@@ -1,0 +1,85 @@
+"""A job as its user runs it, watched: `python -m ray_jobs.<job>` in its own process (with its
+own local Ray), its process tree sampled with psutil every 0.5 s. Shared by the benchmarks that
+time whole jobs (progress_cost.py, scale.py)."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+KINDS = ("driver", "engine", "write", "other")
+
+
+def kind(p: psutil.Process, root: int) -> str:
+    """driver (the job's process), engine (an engine-stage replica and the vLLM processes
+    under it), write (Ray Data's sink tasks), other (Ray's own processes, other tasks)."""
+    if p.pid == root:
+        return "driver"
+    try:
+        title = " ".join(p.cmdline())
+        chain = [title] + [" ".join(a.cmdline()) for a in p.parents()]
+    except psutil.Error:
+        return "other"
+    if any("EngineStage" in t or t.startswith("VLLM") for t in chain[:3]):
+        return "engine"
+    return "write" if title.startswith("ray::Write") else "other"
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """The job and every process under it (its local Ray) at once: a lost node."""
+    try:
+        procs = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.Error:
+        procs = []
+    for p in procs:
+        try:
+            p.send_signal(signal.SIGKILL)
+        except psutil.Error:
+            pass
+    proc.wait()
+
+
+def run_job(module: str, config: str, sets: list[str], log: str | Path, env: dict | None = None,
+            kill_when=None) -> dict:
+    """Wall seconds, CPU seconds (user + system) by process kind, the driver's peak RSS.
+    `kill_when()` is polled with each sample; when true the whole tree is killed (`killed`)."""
+    args = [sys.executable, "-m", f"ray_jobs.{module}", "--config", config,
+            *[x for s in sets for x in ("--set", s)]]
+    t0, peak, killed = time.time(), 0, False
+    seen: dict[int, tuple[str, float]] = {}
+    with open(log, "w") as sink:  # a file, not a pipe: a full pipe would stall the job
+        proc = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT,
+                                env={**os.environ, **(env or {})})
+        root = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            try:
+                peak = max(peak, root.memory_info().rss)
+                tree = [root, *root.children(recursive=True)]
+            except psutil.Error:
+                tree = []
+            for p in tree:
+                try:
+                    t = p.cpu_times()
+                    k = seen[p.pid][0] if p.pid in seen else kind(p, proc.pid)
+                    seen[p.pid] = (k, t.user + t.system)
+                except psutil.Error:
+                    pass
+            if kill_when is not None and kill_when():
+                _kill_tree(proc)
+                killed = True
+                break
+            time.sleep(0.5)
+    if proc.returncode and not killed:
+        raise SystemExit(f"{module} failed ({proc.returncode}); see {log}:\n"
+                         + Path(log).read_text()[-3000:])
+    cpu = dict.fromkeys(KINDS, 0.0)
+    for k, s in seen.values():
+        cpu[k] += s
+    return {"wall_s": round(time.time() - t0, 1), "driver_peak_rss_mb": round(peak / 2**20),
+            "killed": killed, **{f"cpu_{k}_s": round(v, 2) for k, v in cpu.items()}}
