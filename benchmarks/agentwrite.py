@@ -24,6 +24,8 @@ plan step leaves in a real run: each instruction's plan prompt and the plan's ge
   reference  the original AgentWrite loop: 8 workers, each walks one instruction step by step
   round      one pass per step with a barrier between steps (stage-per-step pipelines)
   append     the pipeline (the job) again with layout=append (prefix reuse only)
+  pipeline_1row  the pipeline with one-row engine-stage tasks (engine.rows_per_task=1), as
+             before tasks of several rows (not in the default set)
 All of them use one engine, an EngineActor in a local Ray: the job's engine stage reaches it
 with `engine.attach`, the others from the driver, so every scheduler sees the same engine.
 Prints a table; the last line is one JSON object. Also writes out/benchmarks/agentwrite.json.
@@ -132,7 +134,8 @@ def _seed_journal(rows, plans, d: str | None = None) -> str:
     return d
 
 
-async def _job(engine, rows, plans, cfg, args, warm) -> tuple[dict, list]:
+async def _job(engine, rows, plans, cfg, args, warm, rows_per_task: int | None = None
+               ) -> tuple[dict, list]:
     """The generation job on `rows` with their plans journaled (so it writes only), timed
     around `run`; returns the figures and the write requests it sent, rebuilt from its journal."""
     from dataset_builder.generation import GenerateConfig, run
@@ -145,7 +148,8 @@ async def _job(engine, rows, plans, cfg, args, warm) -> tuple[dict, list]:
         input=f"{out}/in.jsonl", output=f"{out}/out", progress=False, agentwrite=cfg,
         commit_every=max(1, len(rows) // 4), selection=SelectionConfig(0, llm_estimate=False),
         engine=EngineConfig(model=args.model, attach=ENGINE, max_model_len=4096,
-                            in_flight=args.in_flight))
+                            in_flight=args.in_flight,
+                            rows_per_task=rows_per_task or EngineConfig.rows_per_task))
     await engine.reset_prefix_cache()
     await warm()
     b0, t0 = await engine.batch(), time.perf_counter()
@@ -243,6 +247,8 @@ async def main(args) -> dict:
                                                warm)
     if "round" in args.only:
         results["round"], _ = await _timed(engine, await _round(rows, plans, cfg), warm)
+    if "pipeline_1row" in args.only:  # the job with one-row engine-stage tasks (the old way)
+        results["pipeline_1row"], _ = await _job(engine, rows, plans, cfg, args, warm, 1)
     if "append" in args.only:
         append = dataclasses.replace(cfg, layout="append")
         results["append"], _ = await _job(engine, rows, plans, append, args, warm)

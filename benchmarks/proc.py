@@ -13,12 +13,13 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
-KINDS = ("driver", "engine", "write", "other")
+KINDS = ("driver", "engine", "other")
 
 
 def kind(p: psutil.Process, root: int) -> str:
     """driver (the job's process), engine (an engine-stage replica and the vLLM processes
-    under it), write (Ray Data's sink tasks), other (Ray's own processes, other tasks)."""
+    under it), other (Ray's own processes and its task workers, which run Ray Data's reads,
+    maps and sink writes in turn, so they are not told apart)."""
     if p.pid == root:
         return "driver"
     try:
@@ -28,7 +29,7 @@ def kind(p: psutil.Process, root: int) -> str:
         return "other"
     if any("EngineStage" in t or t.startswith("VLLM") for t in chain[:3]):
         return "engine"
-    return "write" if title.startswith("ray::Write") else "other"
+    return "other"
 
 
 def _kill_tree(proc: subprocess.Popen) -> None:
@@ -66,7 +67,9 @@ def run_job(module: str, config: str, sets: list[str], log: str | Path, env: dic
             for p in tree:
                 try:
                     t = p.cpu_times()
-                    k = seen[p.pid][0] if p.pid in seen else kind(p, proc.pid)
+                    # a pooled worker becomes an engine replica after its first sample
+                    k = seen[p.pid][0] if seen.get(p.pid, ("other",))[0] != "other" \
+                        else kind(p, proc.pid)
                     seen[p.pid] = (k, t.user + t.system)
                 except psutil.Error:
                     pass

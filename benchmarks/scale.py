@@ -5,7 +5,7 @@ left, at 10k instructions by default (100k and 1M on request).
     python benchmarks/scale.py                          # 10k: run, rerun, resume, curate
     python benchmarks/scale.py --n 10000 100000         # several sizes
     python benchmarks/scale.py --n 1000000 --words 400 --only run   # 1M, ~50-word paragraphs
-    python benchmarks/scale.py --n 10000 --s3 --only run            # S3 requests (moto)
+    python benchmarks/scale.py --n 10000 --only s3                  # S3 requests (moto)
 
 Each run is `python -m ray_jobs.generate --config ray_jobs/configs/generate_instant.yaml` in
 its own process with its own local Ray, watched with psutil every 0.5 s (benchmarks/proc.py).
@@ -14,8 +14,8 @@ instruction by process kind (driver, engine replica, sink write tasks, the rest:
 driver's core and each replica carry), journal objects, files and bytes on disk, writes/s, the
 commit's seconds; a rerun that finds everything done; a resume after
 the job was killed once half the rows were committed; curation (dedup included) of the
-result. With --s3 the output goes to a moto server in this process that counts requests by
-kind. Synthetic instructions: distinct prompts with `required_words` drawn from --words
+result. `--only s3`: a run and a rerun with the output on a moto server in this process that
+counts requests by kind. Synthetic instructions: distinct prompts with `required_words` drawn from --words
 (a range lo-hi or one number). Prints a table; last line one JSON object.
 """
 from __future__ import annotations
@@ -150,8 +150,12 @@ def _range(spec: str) -> tuple[int, int]:
 
 def s3_counts(n: int, args, work: Path) -> dict:
     """The run with its output on a moto server in this process that counts each request."""
-    from moto.moto_server.threaded_moto_server import ThreadedMotoServer
-    from moto.server import DomainDispatcherApplication, create_backend_app
+    # moto's own ThreadedMotoServer, but with a WSGI wrapper that counts each request
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
     from werkzeug.serving import make_server
 
     counts: dict[str, int] = {}
@@ -167,7 +171,8 @@ def s3_counts(n: int, args, work: Path) -> dict:
             counts[kind] = counts.get(kind, 0) + 1
         return app(environ, start_response)
 
-    server = make_server("127.0.0.1", 0, counting, threaded=True)
+    server = make_server("127.0.0.1", 0, counting, threaded=True,
+                         request_handler=MotoRequestHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
     env = {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY":
@@ -175,7 +180,6 @@ def s3_counts(n: int, args, work: Path) -> dict:
     import boto3
     boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="bench",
                  aws_secret_access_key="bench").create_bucket(Bucket="scale")
-    del ThreadedMotoServer
     inp = work / f"instructions-{n}-{args.words}.jsonl"
     if not inp.exists():
         instructions(inp, n, _range(args.words))
@@ -198,15 +202,17 @@ def main() -> None:
     ap.add_argument("--words", default="2000-5000", help="required words: lo-hi or one number")
     ap.add_argument("--latency", type=float, default=0.0, help="instant engine s/request")
     ap.add_argument("--only", nargs="+", default=["run", "rerun", "resume", "curate"],
-                    choices=["run", "rerun", "resume", "curate"])
-    ap.add_argument("--s3", action="store_true", help="also: the run on S3 (moto), counted")
+                    choices=["run", "rerun", "resume", "curate", "s3"],
+                    help="phases; s3: a run and a rerun at the first --n with the output on a "
+                    "moto server that counts requests by kind")
     ap.add_argument("--dir", default=str(ROOT / "data" / "scale"))
     ap.add_argument("--set", action="append", default=[], help="extra job config overrides")
     args = ap.parse_args()
     work = Path(args.dir)
     work.mkdir(parents=True, exist_ok=True)
-    results = [one_size(n, args, work) for n in args.n]
-    s3 = s3_counts(args.n[0], args, work) if args.s3 else None
+    results = [one_size(n, args, work) for n in args.n] \
+        if set(args.only) - {"s3"} else []
+    s3 = s3_counts(args.n[0], args, work) if "s3" in args.only else None
     if s3:
         print(f"[{s3['n']:,}] s3: {s3}")
     print(json.dumps({"benchmark": "scale", "words": args.words, "latency_s": args.latency,

@@ -92,8 +92,8 @@ def test_bad_input_rerun_and_resume_local(tiny_engine, tiny_model, tmp_path, mon
 
 
 def test_longest_instructions_go_to_the_engines_first(tiny_engine, tiny_model, tmp_path):
-    """One row in flight: the order in which the stage starts rows (each row's first journal
-    write) is longest stated length first, input order with longest_first=false."""
+    """One row in flight: the order in which the stage runs rows is longest stated length
+    first, input order with longest_first=false."""
     words = [2000, 6000, 3000, 4500]
     lines = [json.dumps({"prompt": f"Write a {w}-word essay on canal number {i}."})
              for i, w in enumerate(words)]
@@ -105,8 +105,9 @@ def test_longest_instructions_go_to_the_engines_first(tiny_engine, tiny_model, t
         gens = {g["id"]: g["required_words"]
                 for g in storage.read_dataset(f"{out}/generations").to_pylist()}
         assert len(gens) == len(words)
-        first = {i: (out / "_journal" / i / "attempts.json").stat().st_mtime_ns for i in gens}
-        return [gens[i] for i in sorted(gens, key=first.get)]
+        # one row at a time: the order of the journals' last writes is the order of starts
+        last = {i: (out / "_journal" / i[:2] / f"{i}.json").stat().st_mtime_ns for i in gens}
+        return [gens[i] for i in sorted(gens, key=last.get)]
     assert started() == [6000, 4500, 3000, 2000]
     assert started("longest_first=false") == words
 

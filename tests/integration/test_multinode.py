@@ -34,11 +34,18 @@ def cfg(model, inp, out, *extra):
     return load_config(GenerateConfig, "ray_jobs/configs/generate_tiny.yaml", [
         f"engine.model={model}", f"input={inp}", f"output={out}", "progress=false",
         "engine.num_gpus=1", "engine.cpu_kvcache_gib=1", "engine.in_flight=4",
-        "engine.max_num_seqs=8", *extra])
+        "engine.max_num_seqs=8", "engine.rows_per_task=2", *extra])
 
-def steps(journal):
-    return {os.path.join(d, f): os.stat(os.path.join(d, f)).st_mtime_ns
-            for d, _, fs in os.walk(journal) for f in fs if f.startswith("step-")}
+def steps(journal):  # every journaled step (one object per instruction) -> its entry
+    out = {}
+    for d, _, fs in os.walk(journal):
+        for f in fs:
+            if f.endswith(".json") and not f.startswith("_tmp-"):
+                with open(os.path.join(d, f)) as fh:
+                    doc = json.load(fh)
+                out.update({f"{f}#{k}": json.dumps(v, sort_keys=True)
+                            for k, v in doc.get("steps", {}).items()})
+    return out
 
 def replicas(states=("ALIVE",)):  # engine replicas (from the GCS: no dashboard needed)
     from dataset_builder.core.ray_private import actor_states
