@@ -46,13 +46,27 @@ def _kill_tree(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def _rss(pid: int) -> dict:
+    """Resident memory: all, private (anonymous: the process's own heap), and shared memory
+    (Ray's object store pages the process has read: counted in its RSS, but owned by the
+    store). From /proc, as psutil's memory_full_info reads all of smaps (slow)."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, val = line.partition(":")
+            if key in ("VmRSS", "RssAnon", "RssShmem"):
+                out[{"VmRSS": "rss", "RssAnon": "anon", "RssShmem": "shmem"}[key]] = \
+                    int(val.split()[0]) * 1024
+    return out
+
+
 def run_job(module: str, config: str, sets: list[str], log: str | Path, env: dict | None = None,
             kill_when=None) -> dict:
     """Wall seconds, CPU seconds (user + system) by process kind, the driver's peak RSS.
     `kill_when()` is polled with each sample; when true the whole tree is killed (`killed`)."""
     args = [sys.executable, "-m", f"ray_jobs.{module}", "--config", config,
             *[x for s in sets for x in ("--set", s)]]
-    t0, peak, killed = time.time(), 0, False
+    t0, peak, killed = time.time(), dict.fromkeys(("rss", "anon", "shmem"), 0), False
     seen: dict[int, tuple[str, float]] = {}
     with open(log, "w") as sink:  # a file, not a pipe: a full pipe would stall the job
         proc = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT, cwd=ROOT,
@@ -60,9 +74,10 @@ def run_job(module: str, config: str, sets: list[str], log: str | Path, env: dic
         root = psutil.Process(proc.pid)
         while proc.poll() is None:
             try:
-                peak = max(peak, root.memory_info().rss)
+                for k, v in _rss(proc.pid).items():
+                    peak[k] = max(peak[k], v)
                 tree = [root, *root.children(recursive=True)]
-            except psutil.Error:
+            except (psutil.Error, OSError):
                 tree = []
             for p in tree:
                 try:
@@ -84,5 +99,6 @@ def run_job(module: str, config: str, sets: list[str], log: str | Path, env: dic
     cpu = dict.fromkeys(KINDS, 0.0)
     for k, s in seen.values():
         cpu[k] += s
-    return {"wall_s": round(time.time() - t0, 1), "driver_peak_rss_mb": round(peak / 2**20),
+    return {"wall_s": round(time.time() - t0, 1),
+            **{f"driver_peak_{k}_mb": round(v / 2**20) for k, v in peak.items()},
             "killed": killed, **{f"cpu_{k}_s": round(v, 2) for k, v in cpu.items()}}

@@ -171,8 +171,11 @@ def s3_counts(n: int, args, work: Path) -> dict:
             counts[kind] = counts.get(kind, 0) + 1
         return app(environ, start_response)
 
-    server = make_server("127.0.0.1", 0, counting, threaded=True,
-                         request_handler=MotoRequestHandler)
+    class Quiet(MotoRequestHandler):  # a log line per request would slow the server
+        def log_request(self, *args, **kwargs):
+            pass
+
+    server = make_server("127.0.0.1", 0, counting, threaded=True, request_handler=Quiet)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
     env = {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY":

@@ -131,21 +131,35 @@ class AgentWriteTask:
         return {**res, "attempt": n}
 
 
-def _apply(batch, decisions: dict, order: dict):
-    """Ray Data map_batches: each row as decided on the driver, with its rank in the engine
-    stage's queue (`order`; 0 for rows that do not go there); skipped rows drop out."""
+def _apply(batch, plan: dict):
+    """Ray Data map_batches: each row as decided on the driver (`plan`: a "todo" row's rank in
+    the engine stage's queue, else its decision); skipped rows drop out."""
     import pyarrow as pa
 
     out = []
     for row in batch.to_pylist():
         item = json.loads(row["payload"])
-        key = (item["file"], item["line"])
-        d = decisions[key]
-        if d in ("todo", "keep"):
-            out.append({**row, "rank": order.get(key, 0)})
+        d = plan[(item["file"], item["line"])]
+        if isinstance(d, int) or d == "keep":
+            out.append({**row, "rank": d if isinstance(d, int) else 0})
         elif d not in ("skip", "later"):
             out.append({**reject_row(item, *d), "rank": 0})
     return pa.Table.from_pylist(out, schema=ROW.append(pa.field("rank", pa.int64())))
+
+
+def _plan(rows: list[dict], done: set, recorded: set, cfg: GenerateConfig) -> tuple[dict, dict]:
+    """The driver's decisions in one dict, (file, line) -> rank in the engine stage's queue
+    for a "todo" row, else its decision; and the counts the job reports. One dict, not the
+    rows plus decisions plus ranks: it is what the driver holds (and ships to the _apply tasks)
+    while the job runs (benchmarks/scale.py measures the driver's memory)."""
+    decisions = selection.decide(rows, done, recorded, cfg.selection, cfg.limit)
+    order = selection.send_order(rows, decisions, cfg.longest_first)
+    counts = {"in": len(rows), "todo": len(order),
+              "later": sum(d == "later" for d in decisions.values()),
+              "rejects": sum(isinstance(d, tuple) for d in decisions.values()),  # dedup, selection
+              "expected_words": _expected_words(rows, decisions, cfg)}
+    decisions.update(order)
+    return decisions, counts
 
 
 def _read(cfg: GenerateConfig):
@@ -191,14 +205,12 @@ def _run(cfg: GenerateConfig, up_key: str) -> dict:
     rows = ds.map(lambda r: {k: v for k, v in json.loads(r["payload"]).items() if k in (
         "id", "file", "line", "lang", "required_words", "required_words_source")}
         | {"status": r["status"]}).take_all()
-    decisions = selection.decide(rows, done, recorded, cfg.selection, cfg.limit)
-    order = selection.send_order(rows, decisions, cfg.longest_first)
-    n_todo = len(order)
+    plan, n = _plan(rows, done, recorded, cfg)
+    del rows  # the driver keeps only `plan` while the job runs
+    n_todo = n["todo"]
     run_id = uuid.uuid4().hex[:12]  # names this run's parts and scopes its attempt counts
-    ds = ds.map_batches(_apply, batch_format="pyarrow",
-                        fn_kwargs={"decisions": decisions, "order": order})
-    n_sel = sum(isinstance(d, tuple) for d in decisions.values())
-    line = progress_line(n_todo, n_sel, _expected_words(rows, decisions, cfg))
+    ds = ds.map_batches(_apply, batch_format="pyarrow", fn_kwargs={"plan": plan})
+    line = progress_line(n_todo, n["rejects"], n["expected_words"])
     with progress.Console("generate", cfg.progress, cfg.progress_interval_s, line) as con:
         if n_todo:  # no engine starts when nothing is left to generate
             task = {"cfg": cfg, "journal_uri": storage.join(out, "_journal"),
@@ -221,7 +233,7 @@ def _run(cfg: GenerateConfig, up_key: str) -> dict:
         ds.write_datasink(sink)
     stats = sink.total
     total = (storage.load_manifest(gen_uri, cfg.storage) or {}).get("rows", 0)
-    result = _stats_json(cfg, stats, len(rows), decisions, n_todo, time.time() - t0, total)
+    result = _stats_json(cfg, stats, n, time.time() - t0, total)
     result["commit_seconds"] = sink.commit_seconds
     storage.write_json(storage.join(out, "_stats.json"), result, cfg.storage)
     by_stage: dict[str, int] = {}
@@ -336,12 +348,12 @@ def _latest(e: dict, batch: dict | None) -> None:
         e["batch"] = batch
 
 
-def _stats_json(cfg, stats, n_in, decisions, n_todo, wall, total_rows) -> dict:
+def _stats_json(cfg, stats, n: dict, wall, total_rows) -> dict:
     c = stats.c
     return {
-        "instructions_in": n_in,
-        "selected": n_todo + sum(d == "later" for d in decisions.values()),
-        "scheduled_this_run": n_todo,
+        "instructions_in": n["in"],
+        "selected": n["todo"] + n["later"],
+        "scheduled_this_run": n["todo"],
         "planned_this_run": c["written"] + sum(v for k, v in stats.reasons.items()
                                                if k.startswith("write_step")),
         "written_this_run": c["written"], "failed": c["failed"],

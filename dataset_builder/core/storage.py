@@ -108,9 +108,12 @@ def _endpoint_down(uri: str, cfg: StorageConfig | None) -> str | None:
 
 
 def read_bytes(uri: str, cfg: StorageConfig | None = None) -> bytes:
+    # On S3 one GET (a missing key raises FileNotFoundError): open(), and cat_file with
+    # s3fs's default max_concurrency, first ask HEAD and, for a missing key, LIST the prefix:
+    # three requests for the journal each instruction looks up first (benchmarks/scale.py)
     fs, path = get_fs(uri, cfg)
-    with fs.open(path, "rb") as f:
-        return f.read()
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return fs.cat_file(path, max_concurrency=1) if "s3" in protocols else fs.cat_file(path)
 
 
 def exists(uri: str, cfg: StorageConfig | None = None) -> bool:

@@ -7,7 +7,7 @@ import json
 
 from dataset_builder.core.config import load_config
 from dataset_builder.core.records import todo
-from dataset_builder.generation import AgentWriteTask, GenerateConfig
+from dataset_builder.generation import AgentWriteTask, GenerateConfig, _apply, _plan
 from dataset_builder.llm import Completion
 from dataset_builder.selection import decide, send_order
 from tests.helpers import PLAN, engine_stage_without_ray
@@ -76,6 +76,28 @@ def test_send_order_is_longest_first_with_unknown_lengths_before_all(tmp_path):
     assert sorted(order, key=order.get) == [("f.jsonl", n) for n in (2, 3, 1, 4)]  # ties: input
     order = send_order(rows, d, longest_first=False)
     assert sorted(order, key=order.get) == [("f.jsonl", n) for n in (1, 2, 3, 4)]
+
+
+def test_plan_is_one_dict_of_ranks_and_decisions_and_apply_follows_it(tmp_path):
+    """What the driver keeps while the job runs: a rank for each row sent to the engines, the
+    decision for the others; _apply drops skipped and later rows and turns rejects into rows."""
+    import pyarrow as pa
+    rows = [_row(1, "a", 3000), _row(2, "b", 9000), _row(3, "c", 100), _row(4, "a", 4000),
+            _row(5, "d", 6000), _row(6, "e", 7000)]
+    plan, n = _plan(rows, {"d"}, set(), _cfg(tmp_path, "limit=2"))
+    key = lambda i: ("f.jsonl", i)  # noqa: E731
+    assert plan[key(2)] == 0 and plan[key(1)] == 1           # longest first, ranks from 0
+    assert plan[key(3)][0] == "selection" and plan[key(4)] == ("dedup", "duplicate_prompt")
+    assert plan[key(5)] == "skip" and plan[key(6)] == "later"  # done earlier; over the limit
+    assert n == {"in": 6, "todo": 2, "later": 1, "rejects": 2,
+                 "expected_words": 6000.0}
+    batch = pa.Table.from_pylist([
+        {"id": r["id"], "status": "todo",
+         "payload": json.dumps({**r, "prompt": f"p{r['line']}", "source": "t"})}
+        for r in rows])
+    out = _apply(batch, plan).to_pylist()
+    assert [(json.loads(r["payload"])["line"], r["status"], r["rank"]) for r in out] == [
+        (1, "todo", 1), (2, "todo", 0), (3, "reject", 0), (4, "reject", 0)]
 
 
 def test_task_estimates_then_writes_and_rejects_a_low_estimate(tmp_path):
