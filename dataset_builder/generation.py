@@ -54,7 +54,10 @@ class GenerateConfig:
         "(after the length rules; a row waiting for an LLM length estimate counts).")
     max_attempts: int = field(3, help="Starts of one instruction in one run (its engine "
         "replica died under it each time) before it is rejected as engine_lost.")
-    commit_every: int = field(16, help="Rows per output part (Datasink min_rows_per_write).")
+    commit_every: int = field(16, help="Rows per output part (Datasink min_rows_per_write): "
+        "one write task each. Raise it when rows finish faster than a few write tasks per "
+        "second can take them: finished rows then wait for the sink, and Ray keeps blocks "
+        "under 100 KB in the driver's heap (benchmarks/scale.py: 128 at ~150 rows/s).")
     retry_rejects: bool = field(False, help="Retry instructions rejected by an earlier run.")
     longest_first: bool = field(True, help="Send the instructions that ask for the most words "
         "first (those with no stated length before all others): a long instruction started "
