@@ -56,6 +56,14 @@ class Completion:
     #                                           (None for the first, which has no context)
 
 
+def counted(stats: dict, c: Completion) -> Completion:
+    """Add one request and its tokens to an engine's `stats` (what its metrics() reports)."""
+    stats["requests"] += 1
+    stats["prompt_tokens"] += c.prompt_tokens
+    stats["output_tokens"] += c.output_tokens
+    return c
+
+
 class Engine(Protocol):
     """What every backend is (vllm_engine.VLLMEngine, openai_engine.OpenAIEngine, and
     llm.RemoteEngine for a running EngineActor): the only things a task may use."""

@@ -26,7 +26,14 @@ import hashlib
 import json
 import random
 
-from dataset_builder.llm.base import Completion, EngineConfig, EngineError, InstantConfig, Sampling
+from dataset_builder.llm.base import (
+    Completion,
+    EngineConfig,
+    EngineError,
+    InstantConfig,
+    Sampling,
+    counted,
+)
 
 _WORDS = (
     "the people city river garden history science music market school family morning "
@@ -137,10 +144,7 @@ class InstantEngine:
         c = Completion(text=out, finish_reason="stop",
                        prompt_tokens=sum(len(str(m.get("content", ""))) for m in messages) // 4,
                        output_tokens=round(len(out.split()) * self.cfg.tokens_per_word))
-        self.stats["requests"] += 1
-        self.stats["prompt_tokens"] += c.prompt_tokens
-        self.stats["output_tokens"] += c.output_tokens
-        return c
+        return counted(self.stats, c)
 
     def metrics(self) -> dict:
         return dict(self.stats)

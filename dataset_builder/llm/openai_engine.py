@@ -14,7 +14,14 @@ import random
 
 import httpx
 
-from dataset_builder.llm.base import Completion, EngineConfig, EngineError, Sampling, text_only
+from dataset_builder.llm.base import (
+    Completion,
+    EngineConfig,
+    EngineError,
+    Sampling,
+    counted,
+    text_only,
+)
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +109,7 @@ class OpenAIEngine:
                        output_tokens=int(usage.get("completion_tokens", 0)),
                        cached_tokens=int((usage.get("prompt_tokens_details") or {})
                                          .get("cached_tokens", 0) or 0))
-        self.stats["requests"] += 1
-        self.stats["prompt_tokens"] += c.prompt_tokens
-        self.stats["output_tokens"] += c.output_tokens
-        return c
+        return counted(self.stats, c)
 
     def metrics(self) -> dict:
         return dict(self.stats)
