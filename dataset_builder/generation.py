@@ -20,6 +20,7 @@ import json
 import logging
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 
 from dataset_builder import prompts, selection
@@ -32,7 +33,7 @@ from dataset_builder.agentwrite import (
 )
 from dataset_builder.core import instructions as ins
 from dataset_builder.core import progress, records, storage
-from dataset_builder.core.config import code_version, config_hash, field, to_dict
+from dataset_builder.core.config import ConfigError, code_version, config_hash, field, to_dict
 from dataset_builder.core.records import ROW, reject_row
 from dataset_builder.estimate import EstimateConfig
 from dataset_builder.llm.base import EngineConfig, EngineError, Sampling
@@ -58,6 +59,14 @@ class GenerateConfig:
         "one write task each. Raise it when rows finish faster than a few write tasks per "
         "second can take them: finished rows then wait for the sink, and Ray keeps blocks "
         "under 100 KB in the driver's heap (benchmarks/scale.py: 128 at ~150 rows/s).")
+    write_num_cpus: float = field(0.0, help="CPUs each write task asks Ray for. 0 by default: "
+        "a write is a short parquet encode and upload, and a write task that needs a CPU waits "
+        "for Ray Data's reservations to free one. On a small node they never do while the "
+        "queue's sort is still feeding the engine stage (2 CPUs: the sort's reduce and the "
+        "replica hold both), so at 1M instructions nothing was committed and the finished "
+        "rows piled up in the driver's heap (docs/DESIGN.md §13).")
+    write_concurrency: int = field(2, help="Write tasks at once at most (0-CPU tasks are not "
+        "bounded by the cluster's CPUs, so this is what bounds them).")
     retry_rejects: bool = field(False, help="Retry instructions rejected by an earlier run.")
     longest_first: bool = field(True, help="Send the instructions that ask for the most words "
         "first (those with no stated length before all others): a long instruction started "
@@ -72,6 +81,11 @@ class GenerateConfig:
     storage: storage.StorageConfig = field(default_factory=storage.StorageConfig, help="Storage.")
     estimate: EstimateConfig = field(default_factory=EstimateConfig, help="The dry run's "
         "assumptions and prices (--dry-run; dataset_builder/estimate.py).")
+
+    def __post_init__(self):
+        if self.commit_every < 1 or self.write_concurrency < 1 or self.write_num_cpus < 0:
+            raise ConfigError("commit_every and write_concurrency must be >= 1 and "
+                              "write_num_cpus >= 0")
 
 
 class AgentWriteTask:
@@ -233,7 +247,10 @@ def _run(cfg: GenerateConfig, up_key: str) -> dict:
              "reject": Output(rej_uri, records.REJECT, records.reject_record,
                               unique_ids=False)},
             cfg.storage, run_id, cfg.commit_every, Stats, extra, con.board)
-        ds.write_datasink(sink)
+        # Ray Data warns when a run has fewer parts than write_concurrency (a small run)
+        warnings.filterwarnings("ignore", "The maximum number of concurrent tasks for 'Write'")
+        ds.write_datasink(sink, ray_remote_args={"num_cpus": cfg.write_num_cpus},
+                          concurrency=cfg.write_concurrency)
     stats = sink.total
     total = (storage.load_manifest(gen_uri, cfg.storage) or {}).get("rows", 0)
     result = _stats_json(cfg, stats, n, time.time() - t0, total)
