@@ -83,9 +83,10 @@ class GenerateConfig:
         "assumptions and prices (--dry-run; dataset_builder/estimate.py).")
 
     def __post_init__(self):
-        if self.commit_every < 1 or self.write_concurrency < 1 or self.write_num_cpus < 0:
-            raise ConfigError("commit_every and write_concurrency must be >= 1 and "
-                              "write_num_cpus >= 0")
+        for name, least in (("commit_every", 1), ("write_concurrency", 1),
+                            ("write_num_cpus", 0)):
+            if getattr(self, name) < least:
+                raise ConfigError(f"{name} must be >= {least}, got {getattr(self, name)}")
 
 
 class AgentWriteTask:

@@ -36,6 +36,9 @@ def test_wrong_type_names_the_key():
     with pytest.raises(ConfigError, match=r"engine.max_replicas: expected int, got bool"):
         load_config(GenerateConfig, None, ["input=a", "output=b", "engine.max_replicas=true"])
 
+    with pytest.raises(ConfigError, match=r"write_concurrency must be >= 1, got 0"):
+        load_config(GenerateConfig, None, ["input=a", "output=b", "write_concurrency=0"])
+
 
 def test_missing_required_and_bad_file(tmp_path):
     with pytest.raises(ConfigError, match="missing required config key input"):
