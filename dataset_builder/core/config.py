@@ -138,9 +138,10 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
-# Fields that change how a job is watched, never what it produces: left out of config_hash, so
-# turning progress lines off does not make a finished output look made by another config.
-NOT_HASHED = ("progress", "progress_interval_s")
+# Fields that change how a job is watched or scheduled, never what it produces: left out of
+# config_hash, so turning progress lines off does not make a finished output look made by
+# another config.
+NOT_HASHED = ("progress", "progress_interval_s", "write_num_cpus", "write_concurrency")
 
 
 def _hashed(d: Any) -> Any:

@@ -126,6 +126,7 @@ def test_progress_settings_do_not_change_the_config_hash():
     from dataset_builder.generation import GenerateConfig
     base = ["input=x", "output=y"]
     a = load_config(GenerateConfig, None, base)
-    b = load_config(GenerateConfig, None, [*base, "progress=false", "progress_interval_s=5"])
+    b = load_config(GenerateConfig, None, [*base, "progress=false", "progress_interval_s=5",
+                                           "write_num_cpus=1", "write_concurrency=8"])
     c = load_config(GenerateConfig, None, [*base, "limit=3"])
     assert config_hash(a) == config_hash(b) != config_hash(c)
