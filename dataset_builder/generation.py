@@ -64,7 +64,7 @@ class GenerateConfig:
         "for Ray Data's reservations to free one. On a small node they never do while the "
         "queue's sort is still feeding the engine stage (2 CPUs: the sort's reduce and the "
         "replica hold both), so at 1M instructions nothing was committed and the finished "
-        "rows piled up in the driver's heap (docs/DESIGN.md §13).")
+        "rows piled up in the driver's heap (docs/DESIGN.md §6, §13).")
     write_concurrency: int = field(2, help="Write tasks at once at most (0-CPU tasks are not "
         "bounded by the cluster's CPUs, so this is what bounds them).")
     retry_rejects: bool = field(False, help="Retry instructions rejected by an earlier run.")
