@@ -237,7 +237,7 @@ def _run(cfg: GenerateConfig, up_key: str) -> dict:
             # sort: an all-to-all, cheap here (the input is materialized, rows are instructions)
             queue = ds.filter(expr=col("status") == "todo").sort("rank")
             ds = engine_stage(queue, cfg.engine, AgentWriteTask, task, up_key,
-                              con.board).union(
+                              con.board, n_todo).union(
                 ds.filter(expr=col("status") != "todo").drop_columns(["rank"]))
         else:
             ds = ds.drop_columns(["rank"])

@@ -103,12 +103,12 @@ def _run_stages(cfg: EvalConfig, rows: list[dict], gen_hash: str) -> list[dict]:
         ds = ray.data.from_items(rows)
         if gen is not None:
             ds = engine_stage(ds, gen, GenerateTask, {"cfg": cfg, "gen_hash": gen_hash}, up_key,
-                              con.board)
+                              con.board, len(rows))
         if judge is not None:  # an API judge's rate is shared among its replicas
             rpm = cfg.judge_rpm / max(judge.max_replicas, 1)
             cache = cfg.judge_cache or storage.join(cfg.output.rstrip("/"), "judge_cache")
             ds = engine_stage(ds, judge, JudgeTask, {"cfg": cfg, "cache_uri": cache, "rpm": rpm},
-                              up_key, con.board)
+                              up_key, con.board, len(rows))
         done = [json.loads(r["payload"]) | {"status": r["status"]} for r in ds.take_all()]
     written = sum(bool(d.get("generated")) and d["status"] == "ok" for d in done)
     con.final(f"responses {written}/{n_todo} written, "

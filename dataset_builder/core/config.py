@@ -141,7 +141,8 @@ def to_dict(cfg: Any) -> dict:
 # Fields that change how a job is watched or scheduled, never what it produces: left out of
 # config_hash, so turning progress lines off does not make a finished output look made by
 # another config.
-NOT_HASHED = ("progress", "progress_interval_s", "write_num_cpus", "write_concurrency")
+NOT_HASHED = ("progress", "progress_interval_s", "write_num_cpus", "write_concurrency",
+              "max_queued_tasks")
 
 
 def _hashed(d: Any) -> Any:

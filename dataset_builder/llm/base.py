@@ -154,7 +154,13 @@ class EngineConfig:
         "task costs the driver's scheduler a few ms, so one-row tasks cap a job near a hundred "
         "rows/s whatever the fleet (docs/BENCHMARKS.md, \"Scale\"); rows still start and "
         "finish one by one (a replica runs in_flight rows at once across its tasks), but a "
-        "row's output leaves with its task's last row. 1: the old one-row tasks.")
+        "row's output leaves with its task's last row. 1: the old one-row tasks. The least: "
+        "a large input gets more (max_queued_tasks).")
+    max_queued_tasks: int = field(20_000, help="Engine stage: most tasks the whole input is cut "
+        "into; an input of more than rows_per_task * max_queued_tasks rows gets more rows per "
+        "task. Ray Data queues a stage's input blocks as soon as they are made and bounds a "
+        "queue by bytes, not by count, so every task of the input waits at once, each costing "
+        "the driver a few KB (1M rows in 8-row tasks: ~1 GB; docs/DESIGN.md §13). 0: no cap.")
     batch_stats: bool = field(False, help="vllm: count how full the engine's batch was (mean "
         "running sequences / max_num_seqs over the time it had work, waiting share, KV usage, "
         "preemptions; llm/batch_stats.py) into the engine's metrics and the job's stats.")
@@ -185,6 +191,9 @@ class EngineConfig:
         return f"instant:{self.model or 'engine'}" if self.backend == "instant" else self.model
 
     def __post_init__(self):
+        for name, least in (("rows_per_task", 1), ("in_flight", 1), ("max_queued_tasks", 0)):
+            if getattr(self, name) < least:
+                raise ConfigError(f"engine.{name} must be >= {least}, got {getattr(self, name)}")
         twice = sorted(k for k in self.vllm_kwargs if k in _VLLM_EXPLICIT)
         if twice:
             k = twice[0]

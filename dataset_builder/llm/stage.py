@@ -6,10 +6,13 @@ Each pool actor holds one engine (vLLM AsyncLLM, an OpenAI-compatible client, or
 running EngineActor) and runs `engine.in_flight` rows at once: one row is one call of the
 task's coroutine (a whole AgentWrite instruction, one judge request, ...). Rows travel in tasks
 of `rows_per_task` (DESIGN.md §4): Ray Data's scheduler spends a few ms of driver time per task,
-which one-row tasks pay per row. A replica takes twice the tasks its `in_flight` rows fill and
-runs their rows under one semaphore of `in_flight`, so a row starts whenever one ends; a task's
-rows leave together when its last one is done. Resources are declared here, on the stage; Ray Data grows the pool from
-`min_replicas` to `max_replicas` while rows queue, and the autoscaler adds nodes for it.
+which one-row tasks pay per row. A large input gets larger tasks (`task_rows`): all of a
+stage's tasks wait in its queue at once, each costing the driver a few KB, so their number is
+capped (`max_queued_tasks`). A replica takes twice the tasks its `in_flight` rows fill and runs
+their rows under one semaphore of `in_flight`, so a row starts whenever one ends; a task's rows
+leave together when its last one is done. Resources are declared here, on the stage; Ray Data
+grows the pool from `min_replicas` to `max_replicas` while rows queue, and the autoscaler adds
+nodes for it.
 
 Rows are `{"id", "status", "payload"}` with `payload` a JSON string, so the stage never infers
 an Arrow schema from a nested record. Rows whose status is not "todo" (a reject from an earlier
@@ -101,17 +104,33 @@ class EngineStage:
         return pa.Table.from_pylist(out, schema=ROW)
 
 
+def task_rows(engine_cfg: EngineConfig, n_rows: int | None) -> int:
+    """Rows per engine-stage task: `rows_per_task`, or more where `n_rows` would otherwise make
+    over `max_queued_tasks` tasks. Why a cap on the count: Ray Data queues every block the
+    stage's input makes and bounds that queue by bytes, and these blocks are a few KB, so all
+    of them wait at once, each costing the driver ~8 KB (its ref, metadata and, under 100 KB,
+    the block itself in the owner's heap): the 1M rehearsal's driver grew by ~1 GB (DESIGN §13)."""
+    rows = max(1, engine_cfg.rows_per_task)
+    if n_rows and engine_cfg.max_queued_tasks:
+        rows = max(rows, -(-n_rows // engine_cfg.max_queued_tasks))
+    return rows
+
+
 def engine_stage(ds, engine_cfg: EngineConfig, task_cls: type[EngineTask], task_kwargs: dict,
-                 up_key: str = "", progress_board=None):
-    """`ds` (rows id/status/payload) through the engine pool, `rows_per_task` rows per task;
+                 up_key: str = "", progress_board=None, n_rows: int | None = None):
+    """`ds` (rows id/status/payload) through the engine pool, `task_rows` rows per task;
     a replica takes twice as many tasks as fill its `in_flight` rows, so a new task's rows are
     waiting when a row ends. `engine_cfg.min_replicas..max_replicas` bound the pool. `up_key`: what
     `engines_up` yielded, so that its watcher hears when the first replica is up.
     `progress_board` (core.progress.Console.board): each replica counts `<stage>_<status>` of
-    its rows, `<stage>_requests` and `<stage>_output_tokens` there, and so can its task."""
+    its rows, `<stage>_requests` and `<stage>_output_tokens` there, and so can its task.
+    `n_rows`: the rows `ds` holds, where the caller knows (caps the number of tasks)."""
     from ray.data import ActorPoolStrategy
     lo, hi = engine_cfg.min_replicas, max(engine_cfg.min_replicas, engine_cfg.max_replicas)
-    rows = max(1, engine_cfg.rows_per_task)
+    rows = task_rows(engine_cfg, n_rows)
+    if rows > engine_cfg.rows_per_task:
+        log.info("engine stage: %d rows in tasks of %d rows (at most engine.max_queued_tasks=%d)",
+                 n_rows, rows, engine_cfg.max_queued_tasks)
     tasks = engine_cfg.in_flight if rows == 1 else 2 * -(-engine_cfg.in_flight // rows)
     return ds.repartition(target_num_rows_per_block=rows).map_batches(
         EngineStage, batch_size=rows, batch_format="pyarrow",

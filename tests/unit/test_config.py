@@ -38,6 +38,10 @@ def test_wrong_type_names_the_key():
 
     with pytest.raises(ConfigError, match=r"write_concurrency must be >= 1, got 0"):
         load_config(GenerateConfig, None, ["input=a", "output=b", "write_concurrency=0"])
+    with pytest.raises(ConfigError, match=r"engine.rows_per_task must be >= 1, got 0"):
+        load_config(GenerateConfig, None, ["input=a", "output=b", "engine.rows_per_task=0"])
+    with pytest.raises(ConfigError, match=r"engine.max_queued_tasks must be >= 0, got -1"):
+        load_config(GenerateConfig, None, ["input=a", "output=b", "engine.max_queued_tasks=-1"])
 
 
 def test_missing_required_and_bad_file(tmp_path):
@@ -127,6 +131,7 @@ def test_progress_settings_do_not_change_the_config_hash():
     base = ["input=x", "output=y"]
     a = load_config(GenerateConfig, None, base)
     b = load_config(GenerateConfig, None, [*base, "progress=false", "progress_interval_s=5",
-                                           "write_num_cpus=1", "write_concurrency=8"])
+                                           "write_num_cpus=1", "write_concurrency=8",
+                                           "engine.max_queued_tasks=5"])
     c = load_config(GenerateConfig, None, [*base, "limit=3"])
     assert config_hash(a) == config_hash(b) != config_hash(c)

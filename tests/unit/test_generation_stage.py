@@ -8,7 +8,8 @@ import json
 from dataset_builder.core.config import load_config
 from dataset_builder.core.records import todo
 from dataset_builder.generation import AgentWriteTask, GenerateConfig, _apply, _plan
-from dataset_builder.llm import Completion
+from dataset_builder.llm import Completion, EngineConfig
+from dataset_builder.llm.stage import task_rows
 from dataset_builder.selection import decide, send_order
 from tests.helpers import PLAN, engine_stage_without_ray
 
@@ -145,3 +146,14 @@ def test_engine_stage_turns_an_exception_into_that_rows_reject(tmp_path):
     bad = json.loads(out[1]["payload"])
     assert bad["stage"] == "agentwrite" and bad["reason"].startswith("internal_error: ValueError")
     assert out[2] == rows[2]  # an earlier reject passes untouched
+
+
+def test_task_rows_grow_so_that_a_large_input_makes_at_most_max_queued_tasks_tasks():
+    """Ray Data queues every task's block at once (DESIGN §13): the count is what is capped."""
+    cfg = EngineConfig(rows_per_task=8, max_queued_tasks=20_000)
+    assert task_rows(cfg, None) == 8                 # count unknown: rows_per_task
+    assert task_rows(cfg, 100_000) == 8              # 12,500 tasks: under the cap
+    assert task_rows(cfg, 1_000_000) == 50           # 20,000 tasks of 50
+    assert task_rows(cfg, 1_000_001) == 51           # never one task over the cap
+    assert -(-1_000_001 // 51) <= 20_000
+    assert task_rows(EngineConfig(rows_per_task=8, max_queued_tasks=0), 10**9) == 8  # no cap
