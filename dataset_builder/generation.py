@@ -33,7 +33,7 @@ from dataset_builder.agentwrite import (
 )
 from dataset_builder.core import instructions as ins
 from dataset_builder.core import progress, records, storage
-from dataset_builder.core.config import ConfigError, code_version, config_hash, field, to_dict
+from dataset_builder.core.config import check_least, code_version, config_hash, field, to_dict
 from dataset_builder.core.records import ROW, reject_row
 from dataset_builder.estimate import EstimateConfig
 from dataset_builder.llm.base import EngineConfig, EngineError, Sampling
@@ -83,10 +83,7 @@ class GenerateConfig:
         "assumptions and prices (--dry-run; dataset_builder/estimate.py).")
 
     def __post_init__(self):
-        for name, least in (("commit_every", 1), ("write_concurrency", 1),
-                            ("write_num_cpus", 0)):
-            if getattr(self, name) < least:
-                raise ConfigError(f"{name} must be >= {least}, got {getattr(self, name)}")
+        check_least(self, commit_every=1, write_concurrency=1, write_num_cpus=0)
 
 
 class AgentWriteTask:

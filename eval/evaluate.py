@@ -17,7 +17,7 @@ import json
 import time
 
 from dataset_builder.core import config, progress, storage
-from dataset_builder.core.config import ConfigError, config_hash
+from dataset_builder.core.config import ConfigError, config_hash, under_least
 from dataset_builder.core.records import todo
 from dataset_builder.core.storage import save_resolved_config
 from dataset_builder.core.text import count_words
@@ -45,9 +45,8 @@ def check_config(cfg: EvalConfig) -> None:
         problems.append("engine.model is required (the model under test)")
     if cfg.judge_enabled and not cfg.judge.model:
         problems.append("judge.model is required (or set judge_enabled=false)")
-    for name in ("judge_samples", "judge_max_attempts", "max_new_tokens", "judge_max_tokens"):
-        if getattr(cfg, name) < 1:
-            problems.append(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    problems += under_least(cfg, judge_samples=1, judge_max_attempts=1, max_new_tokens=1,
+                            judge_max_tokens=1)
     for name in ("engine", "judge"):
         e = getattr(cfg, name)
         if e.min_replicas < 1 or e.max_replicas < e.min_replicas or e.in_flight < 1:

@@ -24,6 +24,20 @@ class ConfigError(ValueError):
     """A config key is unknown, has the wrong type, or is missing."""
 
 
+def under_least(cfg: Any, prefix: str = "", **least: float) -> list[str]:
+    """`<prefix><name> must be >= <least>, got <value>` for each named field of `cfg` under
+    its lower bound (the one wording of that check, for every job's config)."""
+    return [f"{prefix}{k} must be >= {v}, got {getattr(cfg, k)}"
+            for k, v in least.items() if getattr(cfg, k) < v]
+
+
+def check_least(cfg: Any, prefix: str = "", **least: float) -> None:
+    """ConfigError naming every field of `cfg` under its lower bound (`under_least`)."""
+    problems = under_least(cfg, prefix, **least)
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
 def field(default: Any = dataclasses.MISSING, *, help: str, default_factory: Any = None):
     """A dataclass field whose help text is mandatory."""
     if default_factory is not None:

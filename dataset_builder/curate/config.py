@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from dataset_builder.core.config import ConfigError, field
+from dataset_builder.core.config import check_least, field
 from dataset_builder.core.progress import check_interval
 from dataset_builder.core.storage import StorageConfig
 from dataset_builder.curate.dedup import DedupConfig
@@ -40,6 +40,5 @@ class CurateConfig:
     progress_interval_s: float = field(30.0, help="seconds between progress lines")
 
     def __post_init__(self):
-        if self.rows_per_shard < 1:
-            raise ConfigError("rows_per_shard must be >= 1")
+        check_least(self, rows_per_shard=1)
         check_interval(self.progress_interval_s)

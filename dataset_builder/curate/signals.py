@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dataset_builder.core.config import ConfigError, field
+from dataset_builder.core.config import ConfigError, check_least, field
 from dataset_builder.core.records import ROW
 from dataset_builder.llm.base import EngineConfig, EngineError, Sampling
 
@@ -60,8 +60,7 @@ class SignalsConfig:
         if self.enabled and self.engine.backend != "vllm":
             raise ConfigError(f"signals.engine.backend must be vllm (prompt log-probabilities),"
                               f" got {self.engine.backend!r}")
-        if self.max_response_tokens < 1:
-            raise ConfigError("signals.max_response_tokens must be >= 1")
+        check_least(self, "signals.", max_response_tokens=1)
 
 
 def mean_logprob(logprobs: list[float | None]) -> float | None:

@@ -226,8 +226,9 @@ def collect(ds) -> pa.Table | None:
 def signals_stage(ds, cfg: sig.SignalsConfig, up_key: str, board=None):
     """Work rows -> the same rows with the signal columns set for the rows alive so far, and
     the thresholds applied; only the scores (no text) are gathered on the driver."""
+    # ds is materialized (dedup_stage): its count is metadata, no pass over the rows
     scored = engine_stage(ds.map_batches(sig.to_rows, batch_format="pyarrow"), cfg.engine,
-                          sig.SignalTask, {"cfg": cfg}, up_key, board)
+                          sig.SignalTask, {"cfg": cfg}, up_key, board, ds.count())
     table = collect(scored.map_batches(sig.scores_only, batch_format="pyarrow"))
     scores = {r.pop("row_key"): r for r in (table.to_pylist() if table is not None else [])}
     return ds.map_batches(sig.mark, batch_format="pyarrow",

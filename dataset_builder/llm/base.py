@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Any, Literal, Protocol
 
-from dataset_builder.core.config import ConfigError, field
+from dataset_builder.core.config import ConfigError, check_least, field
 
 
 class EngineError(RuntimeError):
@@ -191,9 +191,7 @@ class EngineConfig:
         return f"instant:{self.model or 'engine'}" if self.backend == "instant" else self.model
 
     def __post_init__(self):
-        for name, least in (("rows_per_task", 1), ("in_flight", 1), ("max_queued_tasks", 0)):
-            if getattr(self, name) < least:
-                raise ConfigError(f"engine.{name} must be >= {least}, got {getattr(self, name)}")
+        check_least(self, "engine.", rows_per_task=1, in_flight=1, max_queued_tasks=0)
         twice = sorted(k for k in self.vllm_kwargs if k in _VLLM_EXPLICIT)
         if twice:
             k = twice[0]
