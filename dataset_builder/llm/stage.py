@@ -108,8 +108,9 @@ def task_rows(engine_cfg: EngineConfig, n_rows: int | None) -> int:
     """Rows per engine-stage task: `rows_per_task`, or more where `n_rows` would otherwise make
     over `max_queued_tasks` tasks. Why a cap on the count: Ray Data queues every block the
     stage's input makes and bounds that queue by bytes, and these blocks are a few KB, so all
-    of them wait at once, each costing the driver ~8 KB (its ref, metadata and, under 100 KB,
-    the block itself in the owner's heap): the 1M rehearsal's driver grew by ~1 GB (DESIGN §13)."""
+    of them wait at once, each costing the driver ~5 KB (its ref and metadata) plus, under
+    100 KB, the block itself (in the owner's heap): 1M rows in 8-row tasks grew the driver by
+    ~1 GB (DESIGN §13)."""
     rows = max(1, engine_cfg.rows_per_task)
     if n_rows and engine_cfg.max_queued_tasks:
         rows = max(rows, -(-n_rows // engine_cfg.max_queued_tasks))
