@@ -49,9 +49,9 @@ def check_config(cfg: EvalConfig) -> None:
                             judge_max_tokens=1)
     for name in ("engine", "judge"):
         e = getattr(cfg, name)
-        if e.min_replicas < 1 or e.max_replicas < e.min_replicas or e.in_flight < 1:
-            problems.append(f"{name}: need 1 <= min_replicas <= max_replicas and in_flight >= 1"
-                            f", got {e.min_replicas}, {e.max_replicas}, {e.in_flight}")
+        if e.min_replicas < 1 or e.max_replicas < e.min_replicas:  # in_flight: EngineConfig
+            problems.append(f"{name}: need 1 <= min_replicas <= max_replicas"
+                            f", got {e.min_replicas}, {e.max_replicas}")
     if min(cfg.limit, cfg.ruler_prompts, cfg.bootstrap_resamples, cfg.min_required_words) < 0:
         problems.append("limit, ruler_prompts, bootstrap_resamples and min_required_words "
                         "must be >= 0")

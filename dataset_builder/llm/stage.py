@@ -111,7 +111,7 @@ def task_rows(engine_cfg: EngineConfig, n_rows: int | None) -> int:
     of them wait at once, each costing the driver ~5 KB (its ref and metadata) plus, under
     100 KB, the block itself (in the owner's heap): 1M rows in 8-row tasks grew the driver by
     ~1 GB (DESIGN §13)."""
-    rows = max(1, engine_cfg.rows_per_task)
+    rows = engine_cfg.rows_per_task  # >= 1: EngineConfig checks it
     if n_rows and engine_cfg.max_queued_tasks:
         rows = max(rows, -(-n_rows // engine_cfg.max_queued_tasks))
     return rows
